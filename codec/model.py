@@ -1,0 +1,111 @@
+"""The TNG network: a mean–scale hyperprior (Minnen et al. 2018) with gain units for variable rate.
+
+    x ─g_a─▶ y ·gain(q) ─h_a─▶ z ─round─▶ ẑ ─(factorized prior)─▶ bits_z
+                                        ẑ ─h_s (integer net)─▶ μ, scale index
+    y·gain ─round(·−μ)─▶ symbols ─(Gaussian conditional)─▶ bits_y
+    ŷ = (symbols + μ) · inverse_gain(q) ─g_s─▶ x̂
+
+One model serves every quality q in [1, 8]: per-channel gain vectors (Cui et al. 2021) for the eight
+integer levels, interpolated geometrically in between, trained each for its own λ.
+Training uses additive noise for the rate and straight-through rounding for the reconstruction.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .intnet import HyperSynthesis, ste_round
+from .layers import GDN, FactorizedDensity
+
+LEVELS = 8
+# λ of each integer quality level, log-spaced; loss = λ·255²·MSE + bpp.
+LAMBDAS = tuple(0.0018 * (0.13 / 0.0018) ** (i / (LEVELS - 1)) for i in range(LEVELS))
+
+# Scale table of the Gaussian conditional: SCALE_MIN·exp(SCALE_STEP·i), i = 0..SCALE_LEVELS-1.
+SCALE_LEVELS = 64
+SCALE_MIN, SCALE_MAX = 0.11, 256.0
+SCALE_STEP = math.log(SCALE_MAX / SCALE_MIN) / (SCALE_LEVELS - 1)
+
+Z_RADIUS = 48  # hyper-latent symbols are clamped to [-Z_RADIUS, Z_RADIUS] (encoder and decoder alike)
+STRIDE = 64  # total downsampling of the hyper-latent; images are padded to a multiple of this
+
+
+def _conv(cin: int, cout: int, k: int = 5, s: int = 2) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, s, k // 2)
+
+
+def _deconv(cin: int, cout: int, k: int = 5, s: int = 2) -> nn.ConvTranspose2d:
+    return nn.ConvTranspose2d(cin, cout, k, s, k // 2, output_padding=s - 1)
+
+
+def clamp_ste(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """Clamp in the forward pass; pass gradients through so clamped values can move back in range."""
+    return x + (torch.clamp(x, lo, hi) - x).detach()
+
+
+def lambda_at(q: torch.Tensor) -> torch.Tensor:
+    """λ for (fractional) qualities q in [1, 8], geometric between the levels."""
+    logs = torch.log(torch.tensor(LAMBDAS, device=q.device))
+    return torch.exp(_interp(logs, q))
+
+
+def _interp(table: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Linear interpolation of table rows (LEVELS, ...) at q in [1, LEVELS]."""
+    pos = (q.clamp(1, LEVELS) - 1).to(table.dtype)
+    lo = pos.floor().long().clamp(max=LEVELS - 2)
+    t = (pos - lo).reshape(-1, *([1] * (table.dim() - 1)))
+    return table[lo] * (1 - t) + table[lo + 1] * t
+
+
+class TNGModel(nn.Module):
+    def __init__(self, n: int = 96, m: int = 160):
+        super().__init__()
+        self.n, self.m = n, m
+        self.g_a = nn.Sequential(_conv(3, n), GDN(n), _conv(n, n), GDN(n), _conv(n, n), GDN(n), _conv(n, m))
+        self.g_s = nn.Sequential(
+            _deconv(m, n), GDN(n, True), _deconv(n, n), GDN(n, True), _deconv(n, n), GDN(n, True), _deconv(n, 3)
+        )
+        self.h_a = nn.Sequential(
+            _conv(m, n, 3, 1), nn.LeakyReLU(), _conv(n, n), nn.LeakyReLU(), _conv(n, n)
+        )
+        self.h_s = HyperSynthesis(n, m)
+        self.z_prior = FactorizedDensity(n)
+        # Log gains: higher quality -> larger latents -> finer effective quantisation.
+        init = torch.tensor([0.5 * math.log(l / LAMBDAS[3]) for l in LAMBDAS]).unsqueeze(1).repeat(1, m)
+        self.log_gain = nn.Parameter(init.clone())
+        self.log_inv_gain = nn.Parameter(-init.clone())
+
+    def gains(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(gain, inverse gain) of shape (B, M, 1, 1) for qualities q (B,)."""
+        g = torch.exp(_interp(self.log_gain, q))
+        ig = torch.exp(_interp(self.log_inv_gain, q))
+        return g[:, :, None, None], ig[:, :, None, None]
+
+    def forward(self, x: torch.Tensor, q: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Training pass. x in [0, 1], (B, 3, H, W) with H, W multiples of STRIDE; q (B,) in [1, 8].
+
+        Returns x_hat and per-image bits (B,) of y and z (estimated from the likelihoods).
+        """
+        gain, inv_gain = self.gains(q)
+        y = self.g_a(x).float() * gain
+        z = self.h_a(y).float()
+        z_noisy = z + torch.empty_like(z).uniform_(-0.5, 0.5)
+        bits_z = -torch.log2(self.z_prior.likelihood(z_noisy)).sum((1, 2, 3))
+        z_hat = clamp_ste(ste_round(z), -Z_RADIUS, Z_RADIUS)
+        mean, idx = self.h_s(z_hat)
+        scale = SCALE_MIN * torch.exp(SCALE_STEP * clamp_ste(idx, 0, SCALE_LEVELS - 1))
+        r_noisy = y - mean + torch.empty_like(y).uniform_(-0.5, 0.5)
+        bits_y = -torch.log2(gaussian_likelihood(r_noisy, scale)).sum((1, 2, 3))
+        y_hat = (ste_round(y - mean) + mean) * inv_gain
+        x_hat = self.g_s(y_hat).float()
+        return {"x_hat": x_hat, "bits_y": bits_y, "bits_z": bits_z}
+
+
+def gaussian_likelihood(r: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Mass of [r-½, r+½] under N(0, scale²), computed in the lower tail for precision."""
+    r = torch.abs(r)
+    upper = torch.special.ndtr((0.5 - r) / scale)
+    lower = torch.special.ndtr((-0.5 - r) / scale)
+    return (upper - lower).clamp_min(1e-9)

@@ -1,0 +1,161 @@
+"""`tng train`: rate–distortion training of the TNG model on a folder of images.
+
+Each step draws random crops with random flips from images decoded once into memory, samples one
+quality per crop (continuous in [1, 8], biased towards high qualities, which need more training),
+and minimises λ(q)·255²·MSE + bpp. CUDA when present; bf16 autocast on request (it is slower
+than fp32 on CPUs without AVX-512 BF16, such as this project's AVX2 machines). A checkpoint is written
+every few minutes and at the end; `--resume` continues it, including the learning-rate schedule,
+which is a function of the fraction of the time (or step) budget spent.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from codec.images import IMAGE_EXTENSIONS
+from codec.model import LEVELS, STRIDE, TNGModel, lambda_at
+
+
+def load_folder(root: str, max_side: int = 2048) -> list[np.ndarray]:
+    """Decode every image under root (recursively) to an RGB uint8 array; unreadable files are skipped with a note."""
+    from PIL import Image
+
+    images = []
+    paths = sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                im = im.convert("RGB")
+                if max(im.size) > max_side:
+                    im.thumbnail((max_side, max_side), Image.LANCZOS)
+                images.append(np.asarray(im))
+        except Exception as e:  # one bad file must not stop a training run
+            print(f"skipping {p}: {e}", file=sys.stderr)
+    if not images:
+        raise SystemExit(f"error: no readable images under {root}")
+    return images
+
+
+def random_batch(images: list[np.ndarray], batch: int, crop: int, rng: random.Random) -> torch.Tensor:
+    out = np.empty((batch, crop, crop, 3), np.uint8)
+    for i in range(batch):
+        im = images[rng.randrange(len(images))]
+        h, w = im.shape[:2]
+        if h < crop or w < crop:  # tiny image: tile it up to the crop size
+            im = np.pad(im, ((0, max(0, crop - h)), (0, max(0, crop - w)), (0, 0)), mode="reflect")
+            h, w = im.shape[:2]
+        y, x = rng.randrange(h - crop + 1), rng.randrange(w - crop + 1)
+        c = im[y : y + crop, x : x + crop]
+        if rng.random() < 0.5:
+            c = c[:, ::-1]
+        if rng.random() < 0.5:
+            c = c[::-1]
+        out[i] = c
+    return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255)
+
+
+def learning_rate(base: float, progress: float) -> float:
+    """Constant, then ÷10 for the last 15% and ÷30 for the last 5% of the budget."""
+    return base * (1.0 if progress < 0.85 else 0.1 if progress < 0.95 else 1 / 30)
+
+
+def train(args: argparse.Namespace) -> None:
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu" and args.threads:
+        torch.set_num_threads(args.threads)
+    model = TNGModel(args.n, args.m).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    step, elapsed = 0, 0.0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.resume:
+        ck = torch.load(args.resume, map_location=device, weights_only=True)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        step, elapsed = int(ck["step"]), float(ck["elapsed"])
+        rng.seed(args.seed + step)
+        print(f"resumed {args.resume} at step {step} ({elapsed / 60:.1f} min)")
+    t0 = time.time()
+    images = load_folder(args.data)
+    print(f"{len(images)} images decoded in {time.time() - t0:.1f}s; training on {device}")
+
+    def save(path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                    "elapsed": elapsed, "n": args.n, "m": args.m}, tmp)
+        os.replace(tmp, path)  # a crash mid-write never leaves a broken checkpoint
+
+    def budget_progress() -> float:
+        p = []
+        if args.minutes:
+            p.append(elapsed / (args.minutes * 60))
+        if args.steps:
+            p.append(step / args.steps)
+        return max(p) if p else 0.0
+
+    last_save, stats = time.time(), []
+    start_elapsed, start_time = elapsed, time.time()
+    while budget_progress() < 1.0:
+        lr = learning_rate(args.lr, budget_progress())
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x = random_batch(images, args.batch, args.crop, rng).to(device)
+        q = 1 + (LEVELS - 1) * torch.rand(args.batch, device=device) ** 0.8
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=args.bf16):
+            r = model(x, q)
+        mse = ((r["x_hat"] - x) ** 2).mean((1, 2, 3))
+        bpp = (r["bits_y"] + r["bits_z"]) / (x.shape[2] * x.shape[3])
+        loss = (lambda_at(q) * 255**2 * mse + bpp).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        elapsed = start_elapsed + time.time() - start_time
+        stats.append((loss.item(), bpp.mean().item(), (10 * torch.log10(1 / mse.clamp_min(1e-10))).mean().item()))
+        if step % args.log_every == 0:
+            l, b, p = np.mean(stats, 0)
+            stats.clear()
+            print(f"step {step} {elapsed / 60:.1f}min lr {lr:.1e} loss {l:.4f} bpp {b:.3f} psnr {p:.2f}", flush=True)
+        if time.time() - last_save > args.checkpoint_minutes * 60:
+            save(out / "last.pt")
+            last_save = time.time()
+    save(out / "last.pt")
+    print(f"done: step {step}, {elapsed / 60:.1f} min; checkpoint {out / 'last.pt'}")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", help="folder of training images")
+    p.add_argument("out", help="folder for checkpoints (last.pt)")
+    p.add_argument("--resume", help="checkpoint to continue from")
+    p.add_argument("--steps", type=int, default=0, help="step budget (0: none)")
+    p.add_argument("--minutes", type=float, default=0, help="wall-clock budget in minutes (0: none)")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--crop", type=int, default=128, help=f"crop side, a multiple of {STRIDE}")
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--n", type=int, default=96)
+    p.add_argument("--m", type=int, default=160)
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (fast only on CPUs with AVX-512 BF16, and on GPUs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--checkpoint-minutes", type=float, default=5)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__)
+    add_arguments(ap)
+    a = ap.parse_args()
+    if not (a.steps or a.minutes):
+        ap.error("give --steps or --minutes")
+    train(a)
