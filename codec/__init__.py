@@ -1,0 +1,17 @@
+"""TNG: a learned image codec (mean–scale hyperprior, integer entropy parameters, range coding).
+
+Usable on its own, without Ray:
+
+    from codec import Codec, open_image
+    enc = Codec().encode(open_image("photo.jpg"), quality=4)   # enc.data: the .tng bytes
+    img = Codec().decode(enc.data).image                        # a PIL image, original mode
+"""
+from .coder import Codec, Decoded, Encoded, psnr
+from .errors import TNGError
+from .images import DEFAULT_MAX_PIXELS, Colour, Flag, SourceImage, image_bytes, open_image, save_image, to_pil
+from .registry import available_models, load_model
+
+__all__ = [
+    "Codec", "Decoded", "Encoded", "psnr", "TNGError", "DEFAULT_MAX_PIXELS", "Colour", "Flag", "SourceImage",
+    "image_bytes", "open_image", "save_image", "to_pil", "available_models", "load_model",
+]

@@ -32,7 +32,9 @@ class GDN(nn.Module):
             x = x.float()
             c = x.shape[1]
             gamma = _nonneg(self.gamma).view(c, c, 1, 1)
-            norm = torch.sqrt(F.conv2d(x * x, gamma, _nonneg(self.beta, 1e-6)))
+            # Bias added separately: oneDNN's 1x1 conv with a bias sums in a thread-count-dependent
+            # order, without one it does not (measured), and decoding must not depend on threads.
+            norm = torch.sqrt(F.conv2d(x * x, gamma) + _nonneg(self.beta, 1e-6).view(1, c, 1, 1))
             return x * norm if self.inverse else x / norm
 
 

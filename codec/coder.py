@@ -1,0 +1,309 @@
+"""Encoding images to `.tng` bytes and back: tiles, transforms, entropy coding, rate control.
+
+    from codec import Codec, open_image
+    enc = Codec().encode(open_image("photo.jpg"), quality=4)      # or target_psnr= / target_bpp=
+    dec = Codec().decode(enc.data)                                 # dec.image is a PIL image
+
+Images are cut into tiles of `tile` pixels (default 1024), each padded to a multiple of 64 by edge
+replication and coded independently, so memory is bounded by the tile size plus the image itself.
+Sections of a file: [exif, icc profile, alpha (PNG, lossless), tile 0, tile 1, ...].
+
+Decoding is exact up to the synthesis transform: symbols, probability tables, means and the
+dequantised latents are bit-identical on any machine (see intnet.py); the synthesis is a float
+network, deterministic for a given CPU build of torch (tested across thread counts).
+"""
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import container
+from .entropy import scale_indexes
+from .errors import TNGError
+from .images import DEFAULT_MAX_PIXELS, Colour, Flag, SourceImage, to_pil
+from .intnet import ACT_BITS, HyperSynthesis
+from .model import LEVELS, SCALE_LEVELS, SCALE_MIN, SCALE_STEP, STRIDE, Z_RADIUS, gaussian_likelihood
+from .registry import DEFAULT_MODEL_ID, LoadedModel, load_model
+
+DEFAULT_TILE = 1024
+MIN_QUALITY, MAX_QUALITY = 1.0, float(LEVELS)
+_META_SECTIONS = 3  # exif, icc, alpha
+
+
+@dataclass
+class Encoded:
+    data: bytes  # the complete .tng file
+    quality: float  # the quality actually used (as stored in the header)
+    width: int
+    height: int
+    bpp: float  # len(data)·8 / pixels
+    psnr: float  # of the decoded RGB against the source RGB, dB (inf when identical)
+    reconstruction: np.ndarray  # (H, W, 3) uint8: exactly what a decoder will produce
+    target_met: bool = True  # False when a --target-psnr / --target-bpp could not be reached
+
+
+@dataclass
+class Decoded:
+    header: container.Header
+    rgb: np.ndarray  # (H, W, 3) uint8
+    alpha: np.ndarray | None
+    exif: bytes | None
+    icc_profile: bytes | None
+
+    @property
+    def image(self) -> Image.Image:
+        """The image in its original colour mode (L, LA, RGB or RGBA)."""
+        return to_pil(self.rgb, self.alpha, Colour(self.header.colour))
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
+def _tiles(height: int, width: int, tile: int):
+    for y in range(0, height, tile):
+        for x in range(0, width, tile):
+            yield y, x, min(tile, height - y), min(tile, width - x)
+
+
+def _padded(n: int) -> int:
+    return -(-n // STRIDE) * STRIDE
+
+
+class Codec:
+    """Encoder and decoder with their settings. Models are loaded lazily and cached per id.
+
+    device: "cpu", "cuda", ... (default: cuda when available). analysis_dtype: torch.float32 or
+    torch.bfloat16 for the analysis transform (encoder only; streams decode identically either way).
+    """
+
+    def __init__(self, model_id: int = DEFAULT_MODEL_ID, device: str | None = None,
+                 analysis_dtype: torch.dtype = torch.float32, tile: int = DEFAULT_TILE,
+                 max_pixels: int = DEFAULT_MAX_PIXELS):
+        if tile % STRIDE or not STRIDE <= tile < 2**16:
+            raise TNGError(f"tile size must be a multiple of {STRIDE} below 65536, got {tile}")
+        self.model_id, self.tile, self.max_pixels = model_id, tile, max_pixels
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.analysis_dtype = analysis_dtype
+        self._nets: dict[int, torch.nn.Module] = {}
+
+    # -- model parts ------------------------------------------------------------------------
+    def _model(self, model_id: int) -> tuple[LoadedModel, torch.nn.Module]:
+        lm = load_model(model_id)
+        if model_id not in self._nets:
+            net = lm.net
+            if self.device.type != "cpu":
+                import copy
+
+                net = copy.deepcopy(net).to(self.device)
+            self._nets[model_id] = net
+        return lm, self._nets[model_id]
+
+    @torch.no_grad()
+    def _analyse(self, net, rgb: np.ndarray) -> torch.Tensor:
+        h, w = rgb.shape[:2]
+        x = np.pad(rgb, ((0, _padded(h) - h), (0, _padded(w) - w), (0, 0)), mode="edge")
+        x = torch.from_numpy(np.ascontiguousarray(x)).to(self.device).permute(2, 0, 1)[None].float().div_(255)
+        with torch.autocast(self.device.type, dtype=self.analysis_dtype, enabled=self.analysis_dtype != torch.float32):
+            return net.g_a(x).float()
+
+    @staticmethod
+    def _gains(net, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
+        g, ig = net.gains(torch.tensor([quality], dtype=torch.float32, device=net.log_gain.device))
+        return g, ig
+
+    @torch.no_grad()
+    def _code(self, lm: LoadedModel, net, y: torch.Tensor, quality: float) -> tuple[bytes, torch.Tensor]:
+        """Quantise and entropy-code one tile's latents. Returns (tile stream, dequantised ŷ on CPU)."""
+        gain, inv_gain = self._gains(net, quality)
+        yg = y * gain
+        z = torch.clamp(torch.round(net.h_a(yg).float()), -Z_RADIUS, Z_RADIUS).cpu().to(torch.int64)
+        mean, idx = HyperSynthesis.exact(z, lm.hyper)
+        residual = torch.round(yg.cpu().double() - mean).to(torch.int64)
+        index = scale_indexes(idx.numpy()[0])
+        stream = lm.coder.encode(z.numpy()[0], residual.numpy()[0], index)
+        return stream, self._dequantise(residual, mean, inv_gain)
+
+    @staticmethod
+    def _dequantise(residual: torch.Tensor, mean: torch.Tensor, inv_gain: torch.Tensor) -> torch.Tensor:
+        # Exact in float64 (integer + multiple of 2**-8), then one correctly rounded cast and product.
+        return (residual.double() + mean).float() * inv_gain.cpu()
+
+    @torch.no_grad()
+    def _synthesise(self, net, y_hat: torch.Tensor, h: int, w: int) -> np.ndarray:
+        x = net.g_s(y_hat.to(self.device)).float()[0, :, :h, :w]
+        return x.mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+    # -- encoding ---------------------------------------------------------------------------
+    def encode(self, image: SourceImage | np.ndarray, quality: float = 4.0, target_psnr: float | None = None,
+               target_bpp: float | None = None) -> Encoded:
+        """Encode at a quality in [1, 8], or the quality that meets target_psnr (dB) / target_bpp."""
+        src = image if isinstance(image, SourceImage) else _from_array(image)
+        if src.width * src.height > self.max_pixels:
+            raise TNGError(f"image of {src.width}x{src.height} = {src.width * src.height} pixels exceeds the pixel limit of {self.max_pixels} (--max-pixels)")
+        lm, net = self._model(self.model_id)
+        tiles = list(_tiles(src.height, src.width, self.tile))
+        meta = [src.exif or b"", src.icc_profile or b"", _alpha_png(src.alpha)]
+        # A search over quality reuses each tile's latents; a single pass streams tile by tile.
+        searching = target_psnr is not None or target_bpp is not None
+        cache: dict[int, torch.Tensor] = {}
+
+        def latent(i: int) -> torch.Tensor:
+            if i in cache:
+                return cache[i]
+            y, x, h, w = tiles[i]
+            lat = self._analyse(net, src.rgb[y : y + h, x : x + w])
+            if searching:
+                cache[i] = lat
+            return lat
+
+        def attempt(q: float, reconstruct: bool = True) -> Encoded:
+            q_milli = int(round(q * 1000))
+            q = q_milli / 1000
+            streams, recon = [], np.empty_like(src.rgb) if reconstruct else None
+            for i, (y, x, h, w) in enumerate(tiles):
+                stream, y_hat = self._code(lm, net, latent(i), q)
+                streams.append(stream)
+                if reconstruct:
+                    recon[y : y + h, x : x + w] = self._synthesise(net, y_hat, h, w)
+            header = container.Header(lm.model_id, lm.digest, src.width, src.height, int(src.colour),
+                                      int(src.flags), q_milli, self.tile)
+            data = container.pack(header, meta + streams)
+            quality_psnr = psnr(src.rgb, recon) if reconstruct else float("nan")
+            return Encoded(data, q, src.width, src.height, len(data) * 8 / (src.width * src.height), quality_psnr, recon)
+
+        if target_psnr is None and target_bpp is None:
+            if not MIN_QUALITY <= quality <= MAX_QUALITY:
+                raise TNGError(f"quality must be between {MIN_QUALITY:g} and {MAX_QUALITY:g}, got {quality:g}")
+            return attempt(quality)
+        if target_psnr is not None and target_bpp is not None:
+            raise TNGError("give either a target PSNR or a target bpp, not both")
+        if target_psnr is not None:
+            return _bisect(lambda q: attempt(q), lambda e: e.psnr >= target_psnr, want_low=True)
+        # bpp needs no reconstruction while searching; the final choice gets one.
+        found = _bisect(lambda q: attempt(q, reconstruct=False), lambda e: e.bpp <= target_bpp, want_low=False)
+        final = attempt(found.quality)
+        final.target_met = found.target_met
+        return final
+
+    # -- decoding ---------------------------------------------------------------------------
+    def decode(self, data: bytes | memoryview) -> Decoded:
+        header, sections = container.unpack(data, self.max_pixels)
+        lm, net = self._model(header.model_id)
+        if header.weights_digest != lm.digest:
+            raise TNGError(f"file was coded with different weights for model id {header.model_id} (digest mismatch)")
+        if header.tile % STRIDE or header.tile == 0:
+            raise TNGError(f"corrupt file: tile size {header.tile}")
+        try:
+            colour = Colour(header.colour)
+            Flag(header.flags)
+        except ValueError:
+            raise TNGError(f"corrupt file: unknown colour mode {header.colour} or flags {header.flags}") from None
+        if not MIN_QUALITY <= header.quality <= MAX_QUALITY:
+            raise TNGError(f"corrupt file: quality {header.quality}")
+        tiles = list(_tiles(header.height, header.width, header.tile))
+        if len(sections) != _META_SECTIONS + len(tiles):
+            raise TNGError(f"corrupt file: {len(sections)} sections for {len(tiles)} tiles")
+        alpha = _alpha_from_png(bytes(sections[2]), header.width, header.height, colour)
+        _, inv_gain = self._gains(net, header.quality)
+        rgb = np.empty((header.height, header.width, 3), np.uint8)
+        for (y, x, h, w), stream in zip(tiles, sections[_META_SECTIONS:]):
+            z_shape = (lm.net.n, _padded(h) // STRIDE, _padded(w) // STRIDE)
+
+            def hyper(z: np.ndarray):
+                mean, idx = HyperSynthesis.exact(torch.from_numpy(z)[None], lm.hyper)
+                return mean, scale_indexes(idx.numpy()[0])
+
+            try:
+                _, residual, mean = lm.coder.decode(bytes(stream), z_shape, hyper)
+            except TNGError:
+                raise
+            except Exception as e:  # constriction rejects some impossible streams itself
+                raise TNGError(f"corrupt file: tile stream does not decode ({e})") from None
+            y_hat = self._dequantise(torch.from_numpy(residual)[None], mean, inv_gain)
+            rgb[y : y + h, x : x + w] = self._synthesise(net, y_hat, h, w)
+        exif, icc = bytes(sections[0]) or None, bytes(sections[1]) or None
+        return Decoded(header, rgb, alpha, exif, icc)
+
+    # -- measurement ------------------------------------------------------------------------
+    @torch.no_grad()
+    def estimate_bits(self, image: SourceImage | np.ndarray, quality: float) -> float:
+        """Bits of the latents as the model's continuous densities estimate them (no coding)."""
+        src = image if isinstance(image, SourceImage) else _from_array(image)
+        lm, net = self._model(self.model_id)
+        bits = 0.0
+        for y, x, h, w in _tiles(src.height, src.width, self.tile):
+            gain, _ = self._gains(net, quality)
+            yg = self._analyse(net, src.rgb[y : y + h, x : x + w]) * gain
+            z = torch.clamp(torch.round(net.h_a(yg).float()), -Z_RADIUS, Z_RADIUS)
+            bits -= torch.log2(net.z_prior.likelihood(z.cpu())).sum().item()
+            mean, idx = HyperSynthesis.exact(z.cpu().to(torch.int64), lm.hyper)
+            scale = SCALE_MIN * torch.exp(SCALE_STEP * (idx.double() / 2**ACT_BITS).clamp(0, SCALE_LEVELS - 1))
+            r = torch.round(yg.cpu().double() - mean)
+            bits -= torch.log2(gaussian_likelihood(r, scale)).sum().item()
+        return bits
+
+
+def _bisect(attempt, ok, want_low: bool, steps: int = 8) -> Encoded:
+    """Bisection over quality. want_low: the lowest quality that is ok (PSNR target);
+    otherwise the highest quality that is ok (bpp target). Quality is assumed monotone."""
+    lo, hi = MIN_QUALITY, MAX_QUALITY
+    edge = attempt(hi if want_low else lo)
+    if not ok(edge):  # even the best (or smallest) setting misses: return it, flagged
+        edge.target_met = False
+        return edge
+    best = edge
+    other = attempt(lo if want_low else hi)
+    if ok(other):
+        return other
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        e = attempt(mid)
+        if ok(e):
+            best = e
+            if want_low:
+                hi = mid
+            else:
+                lo = mid
+        elif want_low:
+            lo = mid
+        else:
+            hi = mid
+    return best
+
+
+def _from_array(rgb: np.ndarray) -> SourceImage:
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:
+        raise TNGError(f"expected an (H, W, 3) uint8 array, got {rgb.dtype} {rgb.shape}")
+    return SourceImage(np.ascontiguousarray(rgb), None, Colour.RGB, Flag(0), "RGB", None, None, None)
+
+
+def _alpha_png(alpha: np.ndarray | None) -> bytes:
+    if alpha is None:
+        return b""
+    buf = io.BytesIO()
+    Image.fromarray(alpha, "L").save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _alpha_from_png(data: bytes, width: int, height: int, colour: Colour) -> np.ndarray | None:
+    has_alpha = colour in (Colour.GRAY_ALPHA, Colour.RGBA)
+    if not has_alpha:
+        if data:
+            raise TNGError("corrupt file: alpha plane in an image without alpha")
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.mode != "L" or im.size != (width, height):
+                raise TNGError("corrupt file: alpha plane does not match the image")
+            return np.asarray(im)
+    except TNGError:
+        raise
+    except Exception as e:
+        raise TNGError(f"corrupt file: alpha plane does not decode ({e})") from None

@@ -1,0 +1,118 @@
+"""Model ids -> weights files, loading (safetensors, no pickle) and exporting trained checkpoints.
+
+A model id names one weights file forever: every `.tng` file records the id and a digest of the
+weights, and must decode in every later version, so shipped files are never changed or removed,
+only added. Shipped weights live in `codec/weights/`; more folders can be listed in the
+TNG_MODEL_PATH environment variable (os.pathsep-separated), e.g. for weights fine-tuned on an
+archive's own images. The id is read from each file's metadata.
+
+A weights file holds everything a decoder needs, in the form it needs it: float transforms
+(g_a, g_s, h_a; fp16 except GDN parameters), gain vectors, the integer hyper-synthesis, and the
+integer probability tables of z and y. Nothing that selects a probability is recomputed at load.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .entropy import EntropyCoder, scale_tables, z_tables
+from .errors import TNGError
+from .model import Z_RADIUS, TNGModel
+
+SHIPPED_DIR = Path(__file__).parent / "weights"
+DEFAULT_MODEL_ID = 1
+WEIGHTS_FORMAT = "tng-weights-1"
+
+
+@dataclass
+class LoadedModel:
+    model_id: int
+    name: str
+    digest: bytes  # first 4 bytes of the file's sha256, recorded in every stream
+    net: TNGModel  # float parts, eval mode, on CPU (callers move a copy to their device)
+    hyper: list[tuple[torch.Tensor, torch.Tensor, dict]]  # integer hyper-synthesis
+    coder: EntropyCoder
+    metadata: dict[str, str]
+
+
+def _weight_files() -> dict[int, Path]:
+    dirs = [SHIPPED_DIR] + [Path(p) for p in os.environ.get("TNG_MODEL_PATH", "").split(os.pathsep) if p]
+    found: dict[int, Path] = {}
+    for d in dirs:
+        for f in sorted(d.glob("*.safetensors")):
+            with safe_open(f, "pt") as fh:
+                meta = fh.metadata() or {}
+            if meta.get("format") != WEIGHTS_FORMAT:
+                continue
+            mid = int(meta["model_id"])
+            if mid in found and found[mid] != f:
+                raise TNGError(f"model id {mid} is claimed by both {found[mid]} and {f}")
+            found[mid] = f
+    return found
+
+
+def available_models() -> dict[int, Path]:
+    """Every model id this installation can decode, with its weights file."""
+    return _weight_files()
+
+
+@functools.lru_cache(maxsize=8)
+def load_model(model_id: int = DEFAULT_MODEL_ID) -> LoadedModel:
+    files = _weight_files()
+    if model_id not in files:
+        known = ", ".join(map(str, sorted(files))) or "none"
+        raise TNGError(f"unknown model id {model_id} (this installation has: {known}; see TNG_MODEL_PATH)")
+    path = files[model_id]
+    raw = path.read_bytes()
+    tensors: dict[str, torch.Tensor] = {}
+    with safe_open(path, "pt") as fh:
+        meta = fh.metadata()
+        for k in fh.keys():
+            tensors[k] = fh.get_tensor(k)
+    net = TNGModel(int(meta["n"]), int(meta["m"]))
+    floats = {k: v.float() for k, v in tensors.items() if k.split(".")[0] in ("g_a", "g_s", "h_a", "z_prior", "log_gain", "log_inv_gain")}
+    missing, unexpected = net.load_state_dict(floats, strict=False)
+    if unexpected or any(not k.startswith("h_s.") for k in missing):
+        raise TNGError(f"weights file {path} does not match the model (missing {missing[:3]})")
+    net.eval().requires_grad_(False)
+    hyper = []
+    for i, layer in enumerate(net.h_s.layers):
+        kw = {"transposed": layer.transposed, "stride": layer.stride, "pad": layer.pad}
+        hyper.append((tensors[f"h_s.{i}.weight"].to(torch.int64), tensors[f"h_s.{i}.bias"].to(torch.int64), kw))
+    coder = EntropyCoder(tensors["z_table"].numpy(), tensors["y_tables"].numpy(), tensors["y_offsets"].numpy())
+    return LoadedModel(model_id, meta.get("name", path.stem), hashlib.sha256(raw).digest()[:4], net, hyper, coder, meta)
+
+
+def export_weights(state: dict[str, torch.Tensor], n: int, m: int, model_id: int, path: str | os.PathLike,
+                   name: str, extra_metadata: dict[str, str] | None = None) -> None:
+    """Turn a training state_dict into a self-contained weights file (see module docstring)."""
+    net = TNGModel(n, m)
+    net.load_state_dict(state)
+    out: dict[str, torch.Tensor] = {}
+    for k, v in net.state_dict().items():
+        part = k.split(".")[0]
+        if part in ("g_a", "g_s", "h_a"):
+            keep32 = ".beta" in k or ".gamma" in k  # GDN parameters are small: keep full precision
+            out[k] = v.float() if keep32 else v.half()
+        elif part in ("z_prior", "log_gain", "log_inv_gain"):
+            out[k] = v.float()
+    for i, (w, b, _) in enumerate(net.h_s.export()):
+        if w.abs().max() >= 2**15:
+            raise ValueError(f"hyper-synthesis layer {i} weights out of int16 range")
+        out[f"h_s.{i}.weight"] = w.to(torch.int16)
+        out[f"h_s.{i}.bias"] = b.to(torch.int32)
+    out["z_table"] = torch.from_numpy(z_tables(net.z_prior.pmf_table(Z_RADIUS).numpy()))
+    tables, offsets = scale_tables()
+    out["y_tables"] = torch.from_numpy(tables)
+    out["y_offsets"] = torch.from_numpy(offsets)
+    meta = {"format": WEIGHTS_FORMAT, "model_id": str(model_id), "name": name, "n": str(n), "m": str(m)}
+    meta.update(extra_metadata or {})
+    save_file({k: v.contiguous() for k, v in out.items()}, str(path), metadata=meta)

@@ -1,0 +1,182 @@
+"""The `tng` command: one entry point, one subcommand per job.
+
+    tng encode IN OUT.tng [--quality Q | --target-psnr DB | --target-bpp B]
+    tng decode IN.tng OUT.png
+    tng models
+    tng train DATA OUT [--minutes M | --steps N] [--resume CKPT]
+    tng export CHECKPOINT OUT.safetensors --model-id N --name NAME
+
+Every failure a user can cause (bad input, missing file, corrupt stream) ends as one line on stderr
+and exit status 1; never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tng-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except IsADirectoryError:
+        raise SystemExit(f"tng: error: {path} is a directory") from None
+    except OSError as e:
+        raise SystemExit(f"tng: error: cannot read {path}: {e.strerror}") from None
+
+
+def cmd_encode(a: argparse.Namespace) -> None:
+    from codec import Codec, open_image
+
+    src = open_image(_read(a.input), max_pixels=a.max_pixels)
+    enc = Codec(model_id=a.model, tile=a.tile, max_pixels=a.max_pixels).encode(
+        src, quality=a.quality, target_psnr=a.target_psnr, target_bpp=a.target_bpp)
+    _write_atomic(a.output, enc.data)
+    line = (f"{a.input} -> {a.output}: {enc.width}x{enc.height}, {len(enc.data):,} bytes, "
+            f"{enc.bpp:.3f} bpp, PSNR {enc.psnr:.2f} dB, quality {enc.quality:g}")
+    if a.target_psnr is not None or a.target_bpp is not None:
+        what = f"PSNR {a.target_psnr:g} dB" if a.target_psnr is not None else f"{a.target_bpp:g} bpp"
+        line += f" (target {what} {'met' if enc.target_met else 'not reachable; closest quality used'})"
+    print(line)
+
+
+def cmd_decode(a: argparse.Namespace) -> None:
+    from codec import Codec, image_bytes
+
+    data = _read(a.input)
+    dec = Codec(max_pixels=a.max_pixels).decode(data)
+    fmt = _format_for(a.output)
+    _write_atomic(a.output, image_bytes(dec.image, fmt, dec.exif, dec.icc_profile))
+    h = dec.header
+    print(f"{a.input} -> {a.output}: {h.width}x{h.height} {dec.image.mode}, {len(data):,} bytes, "
+          f"{len(data) * 8 / (h.width * h.height):.3f} bpp, quality {h.quality:g}, model {h.model_id}")
+
+
+def _format_for(path: str) -> str:
+    from PIL import Image
+
+    from codec.errors import TNGError
+
+    Image.init()
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in Image.EXTENSION:
+        raise TNGError(f"cannot tell the image format from the extension of {path!r} (try .png)")
+    return Image.EXTENSION[ext]
+
+
+def cmd_models(a: argparse.Namespace) -> None:
+    from codec.registry import available_models, load_model
+
+    for mid, path in sorted(available_models().items()):
+        lm = load_model(mid)
+        print(f"{mid}\t{lm.name}\t{lm.digest.hex()}\t{path}")
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    from jobs.train import train
+
+    if not (a.steps or a.minutes):
+        raise SystemExit("tng: error: give --steps or --minutes")
+    train(a)
+
+
+def cmd_export(a: argparse.Namespace) -> None:
+    import torch
+
+    from codec.registry import available_models, export_weights
+
+    if a.model_id in available_models():
+        raise SystemExit(f"tng: error: model id {a.model_id} exists already; ids are never reused")
+    ck = torch.load(a.checkpoint, map_location="cpu", weights_only=True)
+    export_weights(ck["model"], ck["n"], ck["m"], a.model_id, a.output, a.name,
+                   {"steps": str(ck["step"]), "train_minutes": f"{ck['elapsed'] / 60:.1f}"})
+    print(f"{a.checkpoint} -> {a.output}: model id {a.model_id} ({a.name}), step {ck['step']}")
+
+
+def _quality(s: str) -> float:
+    q = float(s)
+    if not 1 <= q <= 8:
+        raise argparse.ArgumentTypeError(f"quality must be between 1 and 8, got {s}")
+    return q
+
+
+def parser() -> argparse.ArgumentParser:
+    from codec.images import DEFAULT_MAX_PIXELS
+    from jobs import train
+
+    p = argparse.ArgumentParser(prog="tng", description="TNG learned image compression")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("encode", help="compress an image to a .tng file")
+    e.add_argument("input")
+    e.add_argument("output")
+    g = e.add_mutually_exclusive_group()
+    g.add_argument("--quality", "-q", type=_quality, default=4.0, help="1 (smallest) to 8 (best), fractions allowed; default 4")
+    g.add_argument("--target-psnr", type=float, help="lowest quality whose PSNR reaches this many dB")
+    g.add_argument("--target-bpp", type=float, help="highest quality whose size stays within this many bits per pixel")
+    e.add_argument("--model", type=int, default=1, help="model id (see `tng models`)")
+    e.add_argument("--tile", type=int, default=1024, help="tile side in pixels (multiple of 64); bounds memory")
+    e.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
+    e.set_defaults(func=cmd_encode)
+
+    d = sub.add_parser("decode", help="decompress a .tng file to an image (format from the extension)")
+    d.add_argument("input")
+    d.add_argument("output")
+    d.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
+    d.set_defaults(func=cmd_decode)
+
+    m = sub.add_parser("models", help="list the model ids this installation can decode")
+    m.set_defaults(func=cmd_models)
+
+    t = sub.add_parser("train", help="train the codec's weights on a folder of images")
+    train.add_arguments(t)
+    t.set_defaults(func=cmd_train)
+    x = sub.add_parser("export", help="turn a training checkpoint into a weights file with a new model id")
+    x.add_argument("checkpoint")
+    x.add_argument("output", help="a .safetensors path, in codec/weights/ or a folder on TNG_MODEL_PATH")
+    x.add_argument("--model-id", type=int, required=True)
+    x.add_argument("--name", required=True)
+    x.set_defaults(func=cmd_export)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from codec.errors import TNGError
+
+    try:
+        args.func(args)
+    except TNGError as e:
+        print(f"tng: error: {e}", file=sys.stderr)
+        return 1
+    except SystemExit as e:
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+            return 1
+        raise
+    except KeyboardInterrupt:
+        print("tng: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:
+        print(f"tng: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Writes golden .tng files for one model id and records what they decode to.
+
+    .venv/bin/python tests/golden/make_golden.py MODEL_ID
+
+Run once when a model id is added; never regenerate the files of an existing id: they stand for
+archives written by earlier versions, which every later version must still decode unchanged.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))
+
+from codec import Codec, open_image  # noqa: E402
+
+
+def cases() -> dict[str, tuple[bytes, dict]]:
+    with Image.open(HERE.parents[1] / "samples/chelsea.png") as im:
+        cat = np.asarray(im.convert("RGB"))
+    crop = cat[60:188, 120:312]  # 192x128
+    alpha = np.tile(np.linspace(0, 255, 192).astype(np.uint8), (128, 1))
+
+    def png(arr, mode):
+        buf = io.BytesIO()
+        Image.fromarray(arr, mode).save(buf, "PNG")
+        return buf.getvalue()
+
+    return {
+        "rgb-q2": (png(crop, "RGB"), {"quality": 2}),
+        "rgb-q6.5": (png(crop, "RGB"), {"quality": 6.5}),
+        "rgba-q4": (png(np.dstack([crop, alpha]), "RGBA"), {"quality": 4}),
+        "gray-q5": (png(crop[:, :, 1], "L"), {"quality": 5}),
+        "odd-tiled-q3": (png(np.ascontiguousarray(cat[:97, :131]), "RGB"), {"quality": 3, "tile": 64}),
+        "one-pixel-q8": (png(cat[:1, :1], "RGB"), {"quality": 8}),
+    }
+
+
+def main(model_id: int) -> None:
+    expected = json.loads((HERE / "expected.json").read_text()) if (HERE / "expected.json").exists() else {}
+    for name, (src, opts) in cases().items():
+        fname = f"m{model_id}-{name}.tng"
+        if fname in expected:
+            raise SystemExit(f"{fname} exists: golden files are never regenerated")
+        codec = Codec(model_id=model_id, device="cpu", tile=opts.get("tile", 1024))
+        enc = codec.encode(open_image(src), quality=opts["quality"])
+        dec = codec.decode(enc.data)
+        assert np.array_equal(dec.rgb, enc.reconstruction)
+        (HERE / fname).write_bytes(enc.data)
+        expected[fname] = {
+            "size": list(dec.image.size), "mode": dec.image.mode,
+            "pixels_sha256": hashlib.sha256(np.asarray(dec.image).tobytes()).hexdigest(),
+            "file_sha256": hashlib.sha256(enc.data).hexdigest(),
+        }
+        print(fname, len(enc.data), "bytes", f"{enc.psnr:.2f} dB")
+    (HERE / "expected.json").write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))

@@ -1,0 +1,89 @@
+"""`tng encode` / `tng decode` as users run them: real processes, real files, exit codes, messages."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT, SAMPLES
+
+
+def tng(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jobs.cli", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_encode_decode_files(tmp_path):
+    src = SAMPLES / "chelsea.png"
+    r = tng("encode", src, tmp_path / "cat.tng", "--quality", "3.5")
+    assert r.returncode == 0, r.stderr
+    assert "451x300" in r.stdout and "bpp" in r.stdout and "PSNR" in r.stdout and "quality 3.5" in r.stdout
+    for ext in ("png", "webp", "jpg"):
+        r = tng("decode", tmp_path / "cat.tng", tmp_path / f"cat.{ext}")
+        assert r.returncode == 0, r.stderr
+        with Image.open(tmp_path / f"cat.{ext}") as im:
+            assert im.size == (451, 300) and im.mode == "RGB"
+
+
+def test_target_psnr_reports_what_it_achieved(tmp_path):
+    r = tng("encode", SAMPLES / "chelsea.png", tmp_path / "c.tng", "--target-psnr", "30")
+    assert r.returncode == 0, r.stderr
+    assert "target PSNR 30 dB met" in r.stdout
+    psnr = float(r.stdout.split("PSNR ")[1].split(" dB")[0])
+    assert psnr >= 30
+
+
+@pytest.mark.parametrize("make,reason", [
+    (lambda p: p.write_bytes(b""), "empty file"),
+    (lambda p: p.write_bytes(b"hello, not a picture"), "not an image"),
+    (lambda p: p.write_bytes((SAMPLES / "coffee.png").read_bytes()[:5000]), "truncated"),
+])
+def test_bad_images_fail_cleanly(tmp_path, make, reason):
+    p = tmp_path / "in.png"
+    make(p)
+    r = tng("encode", p, tmp_path / "out.tng")
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert reason in r.stderr.lower()
+    assert not (tmp_path / "out.tng").exists()
+
+
+def test_bad_streams_fail_cleanly(tmp_path, small_tng):
+    cases = {"garbage.tng": b"\x89TNG\x01" + bytes(50), "truncated.tng": small_tng[: len(small_tng) // 2],
+             "empty.tng": b""}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        r = tng("decode", tmp_path / name, tmp_path / "out.png", timeout=30)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, (name, r.stderr)
+        assert r.stderr.startswith("tng: error: ") and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_missing_file_and_bad_arguments(tmp_path):
+    r = tng("decode", tmp_path / "nope.tng", tmp_path / "o.png")
+    assert r.returncode == 1 and "cannot read" in r.stderr
+    r = tng("encode", SAMPLES / "chelsea.png", tmp_path / "o.tng", "--quality", "9")
+    assert r.returncode == 2 and "between 1 and 8" in r.stderr
+    (tmp_path / "x.tng").write_bytes(b"")
+    r = tng("decode", SAMPLES / "chelsea.png", tmp_path / "o.unknownext")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+
+
+def test_alpha_to_jpeg_is_refused_not_dropped(tmp_path):
+    rgba = np.zeros((20, 30, 4), np.uint8)
+    rgba[..., 3] = 128
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    assert tng("encode", tmp_path / "a.png", tmp_path / "a.tng").returncode == 0
+    r = tng("decode", tmp_path / "a.tng", tmp_path / "a.jpg")
+    assert r.returncode == 1 and "alpha" in r.stderr
+    assert tng("decode", tmp_path / "a.tng", tmp_path / "a.png").returncode == 0
+    with Image.open(tmp_path / "a.png") as im:
+        assert im.mode == "RGBA" and np.asarray(im)[..., 3].max() == 128
+
+
+def test_models_lists_the_shipped_model():
+    r = tng("models")
+    assert r.returncode == 0 and r.stdout.startswith("1\t")

@@ -1,0 +1,162 @@
+"""The codec end to end: round trips, rate estimate vs real bytes, determinism, rate control."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageCms
+
+from codec import Codec, Colour, Flag, TNGError, open_image, psnr
+from codec.intnet import ACT_BITS, ACT_MAX, WEIGHT_BITS, HyperSynthesis
+from codec.registry import load_model
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (1, 200), (3, 2), (63, 65), (97, 150)])
+def test_any_size_round_trips(codec, small_photo, h, w):
+    rgb = np.ascontiguousarray(np.resize(small_photo, (h, w, 3)))
+    enc = codec.encode(rgb, quality=4)
+    dec = codec.decode(enc.data)
+    assert dec.rgb.shape == (h, w, 3) and dec.image.size == (w, h)
+    assert np.array_equal(dec.rgb, enc.reconstruction)
+
+
+def test_tiles_round_trip_and_bound_memory(small_photo):
+    tiled = Codec(device="cpu", tile=64)
+    enc = tiled.encode(small_photo, quality=5)
+    dec = tiled.decode(enc.data)
+    assert np.array_equal(dec.rgb, enc.reconstruction)
+    assert enc.psnr > 24 and dec.header.tile == 64
+    # A decoder with default settings reads the tile size from the file.
+    assert np.array_equal(Codec(device="cpu").decode(enc.data).rgb, dec.rgb)
+
+
+def test_quality_4_is_good_on_photos(codec, photo):
+    enc = codec.encode(photo, quality=4)
+    assert enc.psnr > 26, enc.psnr
+    assert psnr(codec.decode(enc.data).rgb, photo) == pytest.approx(enc.psnr)
+    assert enc.bpp == len(enc.data) * 8 / (600 * 400)
+
+
+def test_quality_orders_rate_and_distortion(codec, small_photo):
+    encs = [codec.encode(small_photo, quality=q) for q in (1, 2.5, 4, 6, 8)]
+    bpps, psnrs = [e.bpp for e in encs], [e.psnr for e in encs]
+    assert bpps == sorted(bpps) and psnrs == sorted(psnrs), (bpps, psnrs)
+
+
+@pytest.mark.parametrize("quality", [1.5, 4, 7])
+def test_estimated_and_real_rate_agree(codec, photo, quality):
+    enc = codec.encode(photo, quality=quality)
+    est = codec.estimate_bits(photo, quality)
+    real = len(enc.data) * 8
+    assert abs(real - est) / real < 0.03, (real, est)
+
+
+def test_decode_is_bit_exact_across_threads_and_analysis_dtype(small_photo):
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        enc = Codec(device="cpu", analysis_dtype=torch.bfloat16).encode(small_photo, quality=3.3)
+        torch.set_num_threads(2)
+        dec = Codec(device="cpu").decode(enc.data)
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(dec.rgb, enc.reconstruction)
+    if torch.cuda.is_available():  # the lent GPU machines run this too
+        assert np.array_equal(Codec(device="cuda").decode(enc.data).rgb, dec.rgb)
+
+
+def _exact_by_unfold(z: torch.Tensor, params) -> tuple[torch.Tensor, torch.Tensor]:
+    """The integer hyper-synthesis again, with another summation order (unfold + matmul, int64)."""
+    x = z.to(torch.int64)
+    frac = 0
+    for i, (w, b, kw) in enumerate(params):
+        if kw["transposed"]:  # = conv of the zero-upsampled, padded input with the flipped kernel
+            s, k, p = kw["stride"], w.shape[-1], kw["pad"]
+            up = torch.zeros(*x.shape[:2], (x.shape[2] - 1) * s + 1, (x.shape[3] - 1) * s + 1, dtype=torch.int64)
+            up[:, :, ::s, ::s] = x
+            lo, hi = k - 1 - p, k - 1 - p + s - 1
+            x, w, pad = F.pad(up, (lo, hi, lo, hi)), w.flip(-1, -2).transpose(0, 1), 0
+        else:
+            pad = kw["pad"]
+        cols = F.unfold(x.double(), w.shape[-1], padding=pad).to(torch.int64)  # exact: small integers
+        out_h = x.shape[2] + 2 * pad - w.shape[-1] + 1
+        acc = (w.reshape(w.shape[0], -1).to(torch.int64) @ cols[0]).reshape(1, w.shape[0], out_h, -1)
+        acc = acc + (b.to(torch.int64) << frac)[None, :, None, None]
+        shift = frac + WEIGHT_BITS - ACT_BITS
+        x = (acc + (1 << (shift - 1))) >> shift
+        frac = ACT_BITS
+        if i < len(params) - 1:
+            x = x.clamp(0, int(ACT_MAX * 2**ACT_BITS))
+    m = x.shape[1] // 2
+    return x[:, :m].double() / 2**ACT_BITS, x[:, m:]
+
+
+def test_entropy_parameters_are_exact_integers():
+    lm = load_model(1)
+    g = torch.Generator().manual_seed(0)
+    z = torch.randint(-6, 7, (1, lm.net.n, 3, 4), generator=g)
+    mean, idx = HyperSynthesis.exact(z, lm.hyper)
+    mean2, idx2 = _exact_by_unfold(z, lm.hyper)
+    assert torch.equal(mean, mean2) and torch.equal(idx, idx2)
+    # Largest possible partial sum stays exactly representable in float64.
+    act = 48.0
+    for w, b, _ in lm.hyper:
+        bound = w.abs().flatten(1).sum(1).max().item() * act + b.abs().max().item() * 2**ACT_BITS
+        assert bound < 2**53
+        act = ACT_MAX * 2**ACT_BITS
+
+
+def test_target_psnr_and_bpp(codec, small_photo):
+    enc = codec.encode(small_photo, target_psnr=29.0)
+    assert enc.target_met and enc.psnr >= 29.0 and enc.quality < 8
+    lower = codec.encode(small_photo, quality=max(1, enc.quality - 0.1))
+    assert lower.psnr < 29.0 or enc.quality == 1
+    enc = codec.encode(small_photo, target_bpp=0.6)
+    assert enc.target_met and enc.bpp <= 0.6
+    unreachable = codec.encode(small_photo, target_psnr=80)
+    assert not unreachable.target_met and unreachable.quality == 8
+
+
+def test_bad_quality_and_targets(codec, small_photo):
+    with pytest.raises(TNGError, match="quality must be between 1 and 8"):
+        codec.encode(small_photo, quality=9)
+    with pytest.raises(TNGError, match="not both"):
+        codec.encode(small_photo, target_psnr=30, target_bpp=1)
+
+
+def test_pixel_limit_on_encode(small_photo):
+    with pytest.raises(TNGError, match="exceeds the pixel limit of 1000"):
+        Codec(device="cpu", max_pixels=1000).encode(small_photo)
+
+
+def _png(im: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "PNG", **kw)
+    return buf.getvalue()
+
+
+def test_alpha_is_lossless_and_modes_come_back(codec, small_photo):
+    alpha = (np.arange(small_photo.shape[0] * small_photo.shape[1]) % 256).astype(np.uint8).reshape(small_photo.shape[:2])
+    rgba = Image.fromarray(np.dstack([small_photo, alpha]), "RGBA")
+    dec = codec.decode(codec.encode(open_image(_png(rgba))).data)
+    assert dec.image.mode == "RGBA" and np.array_equal(dec.alpha, alpha)
+    gray = Image.fromarray(small_photo[:, :, 1], "L")
+    dec = codec.decode(codec.encode(open_image(_png(gray))).data)
+    assert dec.image.mode == "L" and psnr(np.asarray(dec.image), small_photo[:, :, 1]) > 26
+
+
+def test_metadata_and_flags_travel(codec, small_photo):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 CW; pixels stay as stored
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    src = open_image(_png(Image.fromarray(small_photo), exif=exif.tobytes(), icc_profile=icc))
+    dec = codec.decode(codec.encode(src).data)
+    assert dec.exif == src.exif and dec.icc_profile == icc
+    assert dec.rgb.shape == small_photo.shape
+    sixteen = Image.fromarray((small_photo[:, :, 0].astype(np.uint16) * 257), "I;16")
+    s16 = open_image(_png(sixteen))
+    dec = codec.decode(codec.encode(s16).data)
+    assert Flag(dec.header.flags) & Flag.REDUCED_16BIT and Colour(dec.header.colour) == Colour.GRAY
