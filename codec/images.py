@@ -340,7 +340,7 @@ def save_image(
 ) -> None:
     """Write image to path in the format its extension names, with the metadata the format can hold."""
     path = Path(path)
-    _write_atomically(path, image_bytes(image, _format_for(path), exif, icc_profile))
+    write_atomically(path, image_bytes(image, _format_for(path), exif, icc_profile))
 
 
 def image_bytes(
@@ -378,8 +378,10 @@ def _format_for(path: Path) -> str:
     return fmt
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: str | os.PathLike, data: bytes) -> None:
     """Write through a temporary file beside path, so a failure never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
         with open(tmp, "xb") as f:  # "x": never clobber; permissions follow the umask like any new file

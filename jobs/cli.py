@@ -12,23 +12,8 @@ and exit status 1; never a traceback.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tng-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def _read(path: str) -> bytes:
@@ -42,11 +27,12 @@ def _read(path: str) -> bytes:
 
 def cmd_encode(a: argparse.Namespace) -> None:
     from codec import Codec, open_image
+    from codec.images import write_atomically
 
     src = open_image(_read(a.input), max_pixels=a.max_pixels)
     enc = Codec(model_id=a.model, tile=a.tile, max_pixels=a.max_pixels).encode(
         src, quality=a.quality, target_psnr=a.target_psnr, target_bpp=a.target_bpp)
-    _write_atomic(a.output, enc.data)
+    write_atomically(a.output, enc.data)
     line = (f"{a.input} -> {a.output}: {enc.width}x{enc.height}, {len(enc.data):,} bytes, "
             f"{enc.bpp:.3f} bpp, PSNR {enc.psnr:.2f} dB, quality {enc.quality:g}")
     if a.target_psnr is not None or a.target_bpp is not None:
@@ -56,27 +42,14 @@ def cmd_encode(a: argparse.Namespace) -> None:
 
 
 def cmd_decode(a: argparse.Namespace) -> None:
-    from codec import Codec, image_bytes
+    from codec import Codec, save_image
 
     data = _read(a.input)
     dec = Codec(max_pixels=a.max_pixels).decode(data)
-    fmt = _format_for(a.output)
-    _write_atomic(a.output, image_bytes(dec.image, fmt, dec.exif, dec.icc_profile))
+    save_image(dec.image, a.output, dec.exif, dec.icc_profile)
     h = dec.header
     print(f"{a.input} -> {a.output}: {h.width}x{h.height} {dec.image.mode}, {len(data):,} bytes, "
           f"{len(data) * 8 / (h.width * h.height):.3f} bpp, quality {h.quality:g}, model {h.model_id}")
-
-
-def _format_for(path: str) -> str:
-    from PIL import Image
-
-    from codec.errors import TNGError
-
-    Image.init()
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in Image.EXTENSION:
-        raise TNGError(f"cannot tell the image format from the extension of {path!r} (try .png)")
-    return Image.EXTENSION[ext]
 
 
 def cmd_models(a: argparse.Namespace) -> None:

@@ -156,7 +156,7 @@ def test_metadata_and_flags_travel(codec, small_photo):
     dec = codec.decode(codec.encode(src).data)
     assert dec.exif == src.exif and dec.icc_profile == icc
     assert dec.rgb.shape == small_photo.shape
-    sixteen = Image.fromarray((small_photo[:, :, 0].astype(np.uint16) * 257), "I;16")
+    sixteen = Image.fromarray(small_photo[:, :, 0].astype(np.uint16) * 257)
     s16 = open_image(_png(sixteen))
     dec = codec.decode(codec.encode(s16).data)
     assert Flag(dec.header.flags) & Flag.REDUCED_16BIT and Colour(dec.header.colour) == Colour.GRAY
