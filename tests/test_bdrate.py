@@ -42,9 +42,10 @@ def test_psnr_shift_on_log_linear_model():
 
 
 def test_only_the_overlap_counts():
-    # The test curve covers only the upper half of the anchor's PSNR range; still exact.
+    # The test curve covers only the upper half of the anchor's PSNR range. Not exact: the test
+    # curve's first knot gets an end slope where the anchor has an interior one.
     test = scaled(ANCHOR[3:], 0.5)
-    assert bd_rate(ANCHOR, test) == pytest.approx(-50, abs=1e-9)
+    assert bd_rate(ANCHOR, test) == pytest.approx(-50, abs=0.05)
     lo, hi = overlap_psnr(ANCHOR, test)
     assert lo == pytest.approx(ANCHOR[3][1]) and hi == pytest.approx(ANCHOR[-1][1])
 
