@@ -81,21 +81,25 @@ class Codec:
 
     device: "cpu", "cuda", ... (default: cuda when available). analysis_dtype: torch.float32 or
     torch.bfloat16 for the analysis transform (encoder only; streams decode identically either way).
+    model: an already loaded model (registry.load_weights) to use instead of the registry's for its id.
     """
 
     def __init__(self, model_id: int = DEFAULT_MODEL_ID, device: str | None = None,
                  analysis_dtype: torch.dtype = torch.float32, tile: int = DEFAULT_TILE,
-                 max_pixels: int = DEFAULT_MAX_PIXELS):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, model: LoadedModel | None = None):
         if tile % STRIDE or not STRIDE <= tile < 2**16:
             raise TNGError(f"tile size must be a multiple of {STRIDE} below 65536, got {tile}")
         self.model_id, self.tile, self.max_pixels = model_id, tile, max_pixels
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.analysis_dtype = analysis_dtype
         self._nets: dict[int, torch.nn.Module] = {}
+        self._loaded = {model.model_id: model} if model else {}
+        if model:
+            self.model_id = model.model_id
 
     # -- model parts ------------------------------------------------------------------------
     def _model(self, model_id: int) -> tuple[LoadedModel, torch.nn.Module]:
-        lm = load_model(model_id)
+        lm = self._loaded.get(model_id) or load_model(model_id)
         if model_id not in self._nets:
             net = lm.net
             if self.device.type != "cpu":

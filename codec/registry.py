@@ -18,13 +18,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .entropy import EntropyCoder, scale_tables, z_tables
 from .errors import TNGError
+from .intnet import WEIGHT_BITS
 from .model import Z_RADIUS, TNGModel
 
 SHIPPED_DIR = Path(__file__).parent / "weights"
@@ -66,29 +66,43 @@ def available_models() -> dict[int, Path]:
 
 @functools.lru_cache(maxsize=8)
 def load_model(model_id: int = DEFAULT_MODEL_ID) -> LoadedModel:
+    """The model of a registered id (shipped or on TNG_MODEL_PATH), loaded once per process."""
     files = _weight_files()
     if model_id not in files:
         known = ", ".join(map(str, sorted(files))) or "none"
         raise TNGError(f"unknown model id {model_id} (this installation has: {known}; see TNG_MODEL_PATH)")
-    path = files[model_id]
+    return load_weights(files[model_id])
+
+
+def load_weights(path: str | os.PathLike) -> LoadedModel:
+    """Load one weights file, registered or not (e.g. a checkpoint exported for validation)."""
+    path = Path(path)
     raw = path.read_bytes()
     tensors: dict[str, torch.Tensor] = {}
     with safe_open(path, "pt") as fh:
-        meta = fh.metadata()
+        meta = fh.metadata() or {}
         for k in fh.keys():
             tensors[k] = fh.get_tensor(k)
+    if meta.get("format") != WEIGHTS_FORMAT:
+        raise TNGError(f"{path} is not a TNG weights file")
     net = TNGModel(int(meta["n"]), int(meta["m"]))
     floats = {k: v.float() for k, v in tensors.items() if k.split(".")[0] in ("g_a", "g_s", "h_a", "z_prior", "log_gain", "log_inv_gain")}
     missing, unexpected = net.load_state_dict(floats, strict=False)
     if unexpected or any(not k.startswith("h_s.") for k in missing):
         raise TNGError(f"weights file {path} does not match the model (missing {missing[:3]})")
-    net.eval().requires_grad_(False)
     hyper = []
     for i, layer in enumerate(net.h_s.layers):
+        w, b = tensors[f"h_s.{i}.weight"], tensors[f"h_s.{i}.bias"]
+        # The float copy is exactly the integer network (weights on the 2**-WEIGHT_BITS grid): this is
+        # what fine-tuning from shipped weights starts from.
+        layer.weight.data.copy_(w.double() / 2**WEIGHT_BITS)
+        layer.bias.data.copy_(b.double() / 2**WEIGHT_BITS)
         kw = {"transposed": layer.transposed, "stride": layer.stride, "pad": layer.pad}
-        hyper.append((tensors[f"h_s.{i}.weight"].to(torch.int64), tensors[f"h_s.{i}.bias"].to(torch.int64), kw))
+        hyper.append((w.to(torch.int64), b.to(torch.int64), kw))
+    net.eval().requires_grad_(False)
     coder = EntropyCoder(tensors["z_table"].numpy(), tensors["y_tables"].numpy(), tensors["y_offsets"].numpy())
-    return LoadedModel(model_id, meta.get("name", path.stem), hashlib.sha256(raw).digest()[:4], net, hyper, coder, meta)
+    return LoadedModel(int(meta["model_id"]), meta.get("name", path.stem), hashlib.sha256(raw).digest()[:4], net,
+                       hyper, coder, meta)
 
 
 def export_weights(state: dict[str, torch.Tensor], n: int, m: int, model_id: int, path: str | os.PathLike,

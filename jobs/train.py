@@ -5,7 +5,9 @@ quality per crop (continuous in [1, 8], biased towards high qualities, which nee
 and minimises λ(q)·255²·MSE + bpp. CUDA when present; bf16 autocast on request (it is slower
 than fp32 on CPUs without AVX-512 BF16, such as this project's AVX2 machines). A checkpoint is written
 every few minutes and at the end; `--resume` continues it, including the learning-rate schedule,
-which is a function of the fraction of the time (or step) budget spent.
+which is a function of the fraction of the time (or step) budget spent. With --val, the weights
+are exported every few minutes and validation images are coded to real bitstreams; the results go
+to OUT/validation.csv (quality against steps and wall-clock). --init fine-tunes shipped weights.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import torch
 
@@ -24,24 +27,59 @@ from codec.images import IMAGE_EXTENSIONS
 from codec.model import LEVELS, STRIDE, TNGModel, lambda_at
 
 
-def load_folder(root: str, max_side: int = 2048) -> list[np.ndarray]:
-    """Decode every image under root (recursively) to an RGB uint8 array; unreadable files are skipped with a note."""
+def load_images(root: str, max_side: int = 2048, limit: int = 0) -> list[np.ndarray]:
+    """Decode the images under root (a folder or any fsspec URL, recursively) to RGB uint8 arrays.
+
+    Unreadable files are skipped with a note on stderr: one bad file must not stop a training run.
+    """
     from PIL import Image
 
+    from codec import TNGError, open_image
+
+    fs, path = fsspec.core.url_to_fs(root)
+    try:
+        paths = sorted(p for p in fs.find(path) if os.path.splitext(p)[1].lower() in IMAGE_EXTENSIONS)
+    except OSError as e:
+        raise SystemExit(f"tng: error: cannot list {root}: {e}") from None
     images = []
-    paths = sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-    for p in paths:
+    for p in paths[: limit or None]:
         try:
-            with Image.open(p) as im:
-                im = im.convert("RGB")
-                if max(im.size) > max_side:
-                    im.thumbnail((max_side, max_side), Image.LANCZOS)
-                images.append(np.asarray(im))
-        except Exception as e:  # one bad file must not stop a training run
+            rgb = open_image(fs.cat_file(p)).rgb
+        except (TNGError, OSError) as e:
             print(f"skipping {p}: {e}", file=sys.stderr)
+            continue
+        if max(rgb.shape[:2]) > max_side:
+            im = Image.fromarray(rgb)
+            im.thumbnail((max_side, max_side), Image.LANCZOS)
+            rgb = np.asarray(im)
+        images.append(rgb)
     if not images:
-        raise SystemExit(f"error: no readable images under {root}")
+        raise SystemExit(f"tng: error: no readable images under {root}")
     return images
+
+
+def validate(model: TNGModel, images: list[np.ndarray], workdir: Path, qualities=(1, 4, 8)) -> list[tuple[float, float, float]]:
+    """Real bitstreams: export the weights, encode every image at each quality with the codec.
+
+    Returns (quality, mean bpp, mean PSNR) per quality; bpp from the .tng bytes, PSNR of the decoded RGB.
+    """
+    from codec import Codec
+    from codec.registry import export_weights, load_weights
+
+    path = workdir / "validation.safetensors"
+    export_weights(model.state_dict(), model.n, model.m, 0, path, "validation")
+    codec = Codec(device="cpu", model=load_weights(path))
+    rows = []
+    for q in qualities:
+        encs = [codec.encode(im, quality=q) for im in images]
+        rows.append((q, float(np.mean([e.bpp for e in encs])), float(np.mean([e.psnr for e in encs]))))
+    return rows
+
+
+def center_crop(rgb: np.ndarray, side: int) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    y, x = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    return np.ascontiguousarray(rgb[y : y + side, x : x + side])
 
 
 def random_batch(images: list[np.ndarray], batch: int, crop: int, rng: random.Random) -> torch.Tensor:
@@ -73,26 +111,38 @@ def train(args: argparse.Namespace) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and args.threads:
         torch.set_num_threads(args.threads)
-    model = TNGModel(args.n, args.m).to(device)
+    ck = torch.load(args.resume, map_location=device, weights_only=True) if args.resume else None
+    if ck:
+        model = TNGModel(ck["n"], ck["m"]).to(device)
+    elif args.init:
+        from codec.registry import load_model, load_weights
+
+        init = load_weights(args.init) if args.init.endswith(".safetensors") else load_model(int(args.init))
+        model = TNGModel(init.net.n, init.net.m)
+        model.load_state_dict(init.net.state_dict())
+        model = model.train().requires_grad_(True).to(device)
+        print(f"initialised from model {init.model_id} ({init.name})")
+    else:
+        model = TNGModel(args.n, args.m).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     step, elapsed = 0, 0.0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.resume:
-        ck = torch.load(args.resume, map_location=device, weights_only=True)
+    if ck:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         step, elapsed = int(ck["step"]), float(ck["elapsed"])
         rng.seed(args.seed + step)
         print(f"resumed {args.resume} at step {step} ({elapsed / 60:.1f} min)")
     t0 = time.time()
-    images = load_folder(args.data)
+    images = load_images(args.data)
     print(f"{len(images)} images decoded in {time.time() - t0:.1f}s; training on {device}")
+    val = [center_crop(im, args.val_crop) for im in load_images(args.val, limit=args.val_images)] if args.val else []
 
     def save(path: Path) -> None:
         tmp = path.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                    "elapsed": elapsed, "n": args.n, "m": args.m}, tmp)
+                    "elapsed": elapsed, "n": model.n, "m": model.m}, tmp)
         os.replace(tmp, path)  # a crash mid-write never leaves a broken checkpoint
 
     def budget_progress() -> float:
@@ -103,7 +153,19 @@ def train(args: argparse.Namespace) -> None:
             p.append(step / args.steps)
         return max(p) if p else 0.0
 
-    last_save, stats = time.time(), []
+    def run_validation() -> None:
+        model.eval()
+        rows = validate(model, val, out)
+        model.train()
+        new = not (out / "validation.csv").exists()
+        with open(out / "validation.csv", "a") as f:
+            if new:
+                f.write("step,minutes,quality,bpp,psnr\n")
+            for q, b, p in rows:
+                f.write(f"{step},{elapsed / 60:.1f},{q},{b:.4f},{p:.3f}\n")
+        print("validation (real bitstreams): " + "; ".join(f"q{q} {b:.3f} bpp {p:.2f} dB" for q, b, p in rows), flush=True)
+
+    last_save, last_val, stats = time.time(), time.time(), []
     start_elapsed, start_time = elapsed, time.time()
     while budget_progress() < 1.0:
         lr = learning_rate(args.lr, budget_progress())
@@ -130,14 +192,24 @@ def train(args: argparse.Namespace) -> None:
         if time.time() - last_save > args.checkpoint_minutes * 60:
             save(out / "last.pt")
             last_save = time.time()
+        if val and time.time() - last_val > args.val_minutes * 60:
+            run_validation()
+            last_val = time.time()
     save(out / "last.pt")
+    if val:
+        run_validation()
     print(f"done: step {step}, {elapsed / 60:.1f} min; checkpoint {out / 'last.pt'}")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", help="folder of training images")
+    p.add_argument("data", help="training images: a folder or any fsspec URL (s3://, gs://, ...)")
     p.add_argument("out", help="folder for checkpoints (last.pt)")
     p.add_argument("--resume", help="checkpoint to continue from")
+    p.add_argument("--init", help="start from these weights: a model id or a .safetensors file (fine-tuning)")
+    p.add_argument("--val", help="folder or URL of validation images, coded to real bitstreams periodically")
+    p.add_argument("--val-minutes", type=float, default=10, help="minutes between validations")
+    p.add_argument("--val-images", type=int, default=6, help="validation images used (first by name)")
+    p.add_argument("--val-crop", type=int, default=512, help="centre crop of each validation image")
     p.add_argument("--steps", type=int, default=0, help="step budget (0: none)")
     p.add_argument("--minutes", type=float, default=0, help="wall-clock budget in minutes (0: none)")
     p.add_argument("--batch", type=int, default=8)

@@ -32,7 +32,25 @@ def test_train_checkpoints_resumes_and_learns(tmp_path, capsys):
     assert "skipping" in first.err and "broken.png" in first.err
     ck = torch.load(out / "last.pt", weights_only=True)
     assert ck["step"] == 40
-    assert main(["train", str(data), str(out), "--steps", "50", "--resume", str(out / "last.pt"), *common]) == 0
+    resume = ["--steps", "50", "--resume", str(out / "last.pt"), "--val", str(data), "--val-crop", "64"]
+    assert main(["train", str(data), str(out), *resume, *common]) == 0
     second = capsys.readouterr().out
     assert "resumed" in second and "at step 40" in second
     assert torch.load(out / "last.pt", weights_only=True)["step"] == 50
+    # The final validation coded real bitstreams at qualities 1, 4 and 8.
+    rows = (out / "validation.csv").read_text().splitlines()
+    assert rows[0] == "step,minutes,quality,bpp,psnr" and [r.split(",")[2] for r in rows[1:]] == ["1", "4", "8"]
+    assert all(float(r.split(",")[3]) > 0 for r in rows[1:])
+
+
+def test_fine_tune_from_shipped_weights(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(data / "a.png")
+    assert main(["train", str(data), str(tmp_path / "ft"), "--steps", "2", "--batch", "1", "--crop", "64",
+                 "--init", "1", "--log-every", "1"]) == 0
+    assert "initialised from model 1" in capsys.readouterr().out
+    ck = torch.load(tmp_path / "ft" / "last.pt", weights_only=True)
+    from codec.registry import load_model
+
+    assert (ck["n"], ck["m"]) == (load_model(1).net.n, load_model(1).net.m)
