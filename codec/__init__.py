@@ -6,12 +6,13 @@ Usable on its own, without Ray:
     enc = Codec().encode(open_image("photo.jpg"), quality=4)   # enc.data: the .tng bytes
     img = Codec().decode(enc.data).image                        # a PIL image, original mode
 """
-from .coder import Codec, Decoded, Encoded, psnr
+from .coder import Codec, Decoded, Encoded
 from .errors import TNGError
 from .images import DEFAULT_MAX_PIXELS, Colour, Flag, SourceImage, image_bytes, open_image, save_image, to_pil
+from .metrics import ms_ssim, psnr
 from .registry import available_models, load_model
 
 __all__ = [
-    "Codec", "Decoded", "Encoded", "psnr", "TNGError", "DEFAULT_MAX_PIXELS", "Colour", "Flag", "SourceImage",
+    "Codec", "Decoded", "Encoded", "psnr", "ms_ssim", "TNGError", "DEFAULT_MAX_PIXELS", "Colour", "Flag", "SourceImage",
     "image_bytes", "open_image", "save_image", "to_pil", "available_models", "load_model",
 ]

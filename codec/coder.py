@@ -15,7 +15,6 @@ network, deterministic for a given CPU build of torch (tested across thread coun
 from __future__ import annotations
 
 import io
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +26,7 @@ from .entropy import scale_indexes
 from .errors import TNGError
 from .images import DEFAULT_MAX_PIXELS, Colour, Flag, SourceImage, to_pil
 from .intnet import ACT_BITS, HyperSynthesis
+from .metrics import psnr
 from .model import LEVELS, SCALE_LEVELS, SCALE_MIN, SCALE_STEP, STRIDE, Z_RADIUS, gaussian_likelihood
 from .registry import DEFAULT_MODEL_ID, LoadedModel, load_model
 
@@ -59,11 +59,6 @@ class Decoded:
     def image(self) -> Image.Image:
         """The image in its original colour mode (L, LA, RGB or RGBA)."""
         return to_pil(self.rgb, self.alpha, Colour(self.header.colour))
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * math.log10(255**2 / mse)
 
 
 def _tiles(height: int, width: int, tile: int):
