@@ -2,6 +2,9 @@
 
     tng encode IN OUT.tng [--quality Q | --target-psnr DB | --target-bpp B]
     tng decode IN.tng OUT.png
+    tng compress SRC DST [--incremental] [--workers N] ...   (Ray Data; see jobs/compress.py)
+    tng decompress ARCHIVE OUT [--keys K ...] [--sample F]
+    tng audit ARCHIVE [--source SRC] [--sample F]
     tng models
     tng train DATA OUT [--minutes M | --steps N] [--resume CKPT]
     tng export CHECKPOINT OUT.safetensors --model-id N --name NAME
@@ -81,6 +84,11 @@ def cmd_export(a: argparse.Namespace) -> None:
     print(f"{a.checkpoint} -> {a.output}: model id {a.model_id} ({a.name}), step {ck['step']}")
 
 
+def _exit(code: int) -> None:
+    if code:
+        raise SystemExit(code)
+
+
 def _quality(s: str) -> float:
     q = float(s)
     if not 1 <= q <= 8:
@@ -113,6 +121,21 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
     d.set_defaults(func=cmd_decode)
 
+    from jobs import compress
+
+    c = sub.add_parser("compress", help="compress a folder or bucket of images into Parquet shards (Ray Data)")
+    compress.add_arguments(c)
+    c.set_defaults(func=lambda a: _exit(compress.main(a)))
+
+    from jobs import decompress
+
+    dd = sub.add_parser("decompress", help="decode archive rows back to image files (Ray Data)")
+    decompress.add_decompress_arguments(dd)
+    dd.set_defaults(func=lambda a: _exit(decompress.run(decompress.decompress, a)))
+    au = sub.add_parser("audit", help="decode archive rows and verify them; exit 1 on any mismatch")
+    decompress.add_audit_arguments(au)
+    au.set_defaults(func=lambda a: _exit(decompress.run(decompress.audit, a)))
+
     m = sub.add_parser("models", help="list the model ids this installation can decode")
     m.set_defaults(func=cmd_models)
 
@@ -141,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e.code, str):
             print(e.code, file=sys.stderr)
             return 1
-        raise
+        return e.code or 0
     except KeyboardInterrupt:
         print("tng: interrupted", file=sys.stderr)
         return 130

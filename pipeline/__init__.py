@@ -1,5 +1,9 @@
-"""The archive pipeline on Ray Data (sources, codec actors, Parquet sinks): a thin layer over `codec`.
+"""The archive pipeline on Ray Data: a thin layer over `codec`.
 
-Its jobs (`tng compress`, `tng decompress`, `tng audit`) are tracked in issue 4; the codec API they
-build on is `codec.Codec` (encode / decode) with `codec.open_image` for inputs.
+- archive.py: the on-disk layout (Parquet shards + run manifests), atomic writes, the reading rule
+- stages.py: the per-batch UDFs (load tasks, compress and decode actors); per-image errors become rows
+- sink.py: the Ray Datasink that writes shards
+- run.py: Ray start-up and resource sizing
+
+The jobs that assemble them are in `jobs/` (compress.py, decompress.py).
 """

@@ -1,0 +1,177 @@
+"""`tng compress SRC DST`: every file under SRC becomes one archive row in Parquet shards under DST.
+
+    list SRC (driver) ─▶ load_batch (tasks: read, hash, decode, validate) ─▶ CompressActor pool
+      ─▶ ShardSink (atomic Parquet shards) ─▶ runs/{run_id}.json manifest + summary
+
+Exit status 0 when the run completed (per-image failures are `error` rows), 1 when the run itself
+could not: SRC unreadable, DST unwritable, Ray failure.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import posixpath
+import sys
+import uuid
+
+from codec.images import DEFAULT_MAX_PIXELS
+
+# pyarrow, fsspec and Ray are imported where used: `tng encode` must not need the pipeline extra.
+
+
+class RunError(Exception):
+    """The run itself cannot proceed (as opposed to one image failing)."""
+
+
+def parse_storage_options(items: list[str]) -> dict:
+    opts = {}
+    for item in items or []:
+        k, sep, v = item.partition("=")
+        if not sep:
+            raise RunError(f"--storage-option needs KEY=VALUE, got {item!r}")
+        opts[k] = json.loads(v) if v in ("true", "false") or v.lstrip("-").isdigit() else v
+    return opts
+
+
+def list_sources(src: str, storage_options: dict) -> list[tuple[str, str]]:
+    """(key, uri) for every file under src, keys relative to it and '/'-separated, sorted."""
+    from pipeline.archive import open_fs
+
+    try:
+        fs, root = open_fs(src, storage_options)
+        if fs.isfile(root):
+            files, root = [root], posixpath.dirname(root)
+        else:
+            files = fs.find(root)
+    except Exception as e:
+        raise RunError(f"cannot list {src}: {type(e).__name__}: {e}") from None
+    if not files and not fs.exists(root):
+        raise RunError(f"cannot list {src}: no such file or directory")
+    protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
+    prefix = "" if protocol in ("file", "local") else f"{protocol}://"
+    return [(posixpath.relpath(f, root), prefix + f) for f in sorted(files)]
+
+
+def check_writable(dst: str, storage_options: dict) -> None:
+    from pipeline.archive import RUNS, open_fs
+
+    try:
+        fs, root = open_fs(dst, storage_options)
+        probe = posixpath.join(root, RUNS, f".probe-{uuid.uuid4().hex}")
+        fs.makedirs(posixpath.dirname(probe), exist_ok=True)
+        fs.pipe_file(probe, b"")
+        fs.rm(probe)
+    except Exception as e:
+        raise RunError(f"cannot write to {dst}: {type(e).__name__}: {e}") from None
+
+
+def compress(args: argparse.Namespace) -> dict:
+    import pyarrow.compute as pc
+    import ray
+
+    from pipeline.archive import RUNS, open_fs, read_rows, write_whole
+    from pipeline.run import LOAD_TASK_CPUS, LOCAL_ACTOR_CPUS, init_ray, threads_per_worker
+    from pipeline.sink import ShardSink
+    from pipeline.stages import CompressActor, load_batch
+
+    opts = parse_storage_options(args.storage_option)
+    sources = list_sources(args.src, opts)
+    check_writable(args.dst, opts)
+    fs, root = open_fs(args.dst, opts)
+    done: frozenset = frozenset()
+    if args.incremental:
+        rows = read_rows(fs, root, ["key", "source_sha256", "status", "encoded_at"])
+        ok = rows.filter(pc.equal(rows["status"], "ok"))
+        done = frozenset(zip(ok["key"].to_pylist(), ok["source_sha256"].to_pylist()))
+    run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
+    started = dt.datetime.now(dt.timezone.utc)
+    init_ray(args.address)
+    workers = args.workers
+    threads = threads_per_worker(workers)
+    gpus = args.gpus_per_worker
+    written: list[str] = []
+    if sources:
+        ds = ray.data.from_items([{"key": k, "source_uri": u} for k, u in sources],
+                                 override_num_blocks=min(len(sources), 200))
+        ds = ds.map_batches(load_batch, fn_kwargs={"storage_options": opts, "max_pixels": args.max_pixels, "done": done},
+                            batch_size=args.batch_size, num_cpus=LOAD_TASK_CPUS, batch_format="numpy")
+        ds = ds.map_batches(
+            CompressActor, batch_size=args.batch_size, batch_format="numpy",
+            fn_constructor_kwargs={"quality": args.quality, "target_psnr": args.target_psnr, "model_id": args.model,
+                                   "run_id": run_id, "threads": threads, "device": "cuda" if gpus else "cpu",
+                                   "max_pixels": args.max_pixels},
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=0 if gpus else (LOCAL_ACTOR_CPUS if not args.address else threads), num_gpus=gpus or None)
+        sink = ShardSink(args.dst, opts, run_id, max_rows=args.rows_per_shard)
+        ds.write_datasink(sink)
+        written = sink.written
+    summary = summarise(fs, root, run_id, len(sources), started)
+    summary["shards"] = written
+    write_whole(fs, posixpath.join(root, RUNS, f"{run_id}.json"), json.dumps(summary, indent=1).encode())
+    return summary
+
+
+def summarise(fs, root: str, run_id: str, listed: int, started: dt.datetime) -> dict:
+    """The run's figures, recomputed from the shards it wrote."""
+    import pyarrow.compute as pc
+
+    from pipeline.archive import current_rows, read_rows
+
+    rows = read_rows(fs, root, ["key", "run_id", "status", "error", "codec", "source_bytes", "bitstream_bytes",
+                                "bpp", "psnr", "encoded_at"])
+    mine = rows.filter(pc.equal(rows["run_id"], run_id)).to_pandas()
+    ok = mine[mine["status"] == "ok"]
+    tng = ok[ok["codec"] == "tng"]
+    bytes_in, bytes_out = int(ok["source_bytes"].sum()), int(ok["bitstream_bytes"].sum())
+    errors = mine[mine["status"] == "error"]
+    return {
+        "run_id": run_id, "started": started.isoformat(), "finished": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "listed": listed, "processed": len(mine), "skipped_unchanged": listed - len(mine),
+        "ok": len(ok), "errors": len(errors), "codec_tng": len(tng), "codec_source": len(ok) - len(tng),
+        "bytes_in": bytes_in, "bytes_out": bytes_out,
+        "savings": (1 - bytes_out / bytes_in) if bytes_in else 0.0,
+        "mean_bpp": float(tng["bpp"].mean()) if len(tng) else None,
+        "mean_psnr": float(tng["psnr"].mean()) if len(tng) else None,
+        "errors_by_reason": errors["error"].value_counts().head(20).to_dict(),
+        "archive_keys": current_rows(rows).num_rows,
+    }
+
+
+def print_summary(s: dict) -> None:
+    mb = lambda n: f"{n / 1e6:,.1f} MB"  # noqa: E731
+    print(f"run {s['run_id']}: {s['listed']} files, {s['processed']} processed, {s['skipped_unchanged']} unchanged "
+          f"(skipped), {s['ok']} ok ({s['codec_tng']} tng, {s['codec_source']} kept as source), {s['errors']} errors")
+    if s["ok"]:
+        print(f"bytes in {mb(s['bytes_in'])}, out {mb(s['bytes_out'])}, savings {100 * s['savings']:.1f}%"
+              + (f", mean {s['mean_bpp']:.3f} bpp, mean PSNR {s['mean_psnr']:.2f} dB" if s["mean_bpp"] else ""))
+    for reason, n in s["errors_by_reason"].items():
+        print(f"  error x{n}: {reason}")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", help="folder or fsspec URL of the images (s3://bucket/prefix, gs://..., path)")
+    p.add_argument("dst", help="folder or fsspec URL of the archive")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--quality", "-q", type=float, default=4.0, help="1 (smallest) to 8 (best); default 4")
+    g.add_argument("--target-psnr", type=float, help="per image, the lowest quality reaching this PSNR")
+    p.add_argument("--incremental", action="store_true", help="skip keys already archived with the same content")
+    p.add_argument("--workers", type=int, default=2, help="codec actors (model copies)")
+    p.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per actor (0: CPU)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per batch")
+    p.add_argument("--rows-per-shard", type=int, default=1000, help="upper bound of rows in one Parquet shard")
+    p.add_argument("--model", type=int, default=1, help="model id")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
+    p.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="fsspec storage option for SRC and DST (repeatable), e.g. endpoint_url=http://...")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        summary = compress(args)
+    except RunError as e:
+        print(f"tng: error: {e}", file=sys.stderr)
+        return 1
+    print_summary(summary)
+    return 0

@@ -1,0 +1,98 @@
+"""The archive on disk: Parquet shards of one row per image, run manifests, and how to read them.
+
+    DST/shards/{run_id}-{task:06d}-{part:03d}.parquet   rows (schema below), each file written whole
+    DST/runs/{run_id}.json                               manifest + summary of a completed run
+
+Shards appear atomically: local files are written under a temporary name and renamed; object
+stores get one PUT per shard. A killed run leaves only complete shards and no manifest.
+
+Reading rule: the current row of a key is its row with the latest `encoded_at`, an `ok` row winning
+a tie. `current_rows` applies it; with `--incremental` a rerun never writes a second `ok` row for a
+key whose source is unchanged, so archives read with pyarrow, pandas or DuckDB stay simple:
+`SELECT * FROM shards QUALIFY row_number() OVER (PARTITION BY key ORDER BY encoded_at DESC) = 1`.
+"""
+from __future__ import annotations
+
+import io
+import posixpath
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMA = pa.schema([
+    ("key", pa.string()),               # path relative to SRC, '/'-separated
+    ("source_uri", pa.string()),
+    ("source_bytes", pa.int64()),
+    ("source_sha256", pa.string()),
+    ("source_format", pa.string()),     # Pillow's name: JPEG, PNG, ...
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("mode", pa.string()),              # Pillow mode of the source
+    ("codec", pa.string()),             # 'tng', or 'source' when TNG would not make the file smaller
+    ("bitstream", pa.binary()),         # the .tng file, or the source file as it was
+    ("bitstream_bytes", pa.int64()),
+    ("bpp", pa.float64()),              # bitstream_bytes·8 / (width·height)
+    ("psnr", pa.float64()),             # dB, decoded RGB vs source RGB; null for 'source' (lossless)
+    ("ms_ssim", pa.float64()),
+    ("quality", pa.float64()),
+    ("model_id", pa.int32()),
+    ("decoded_sha256", pa.string()),    # sha256 of the decoded pixels (tng) or of the file ('source')
+    ("exif", pa.binary()),
+    ("icc_profile", pa.binary()),
+    ("status", pa.string()),            # 'ok' or 'error'
+    ("error", pa.string()),             # the reason, for 'error' rows
+    ("run_id", pa.string()),
+    ("encoded_at", pa.timestamp("us", tz="UTC")),
+])
+
+SHARDS, RUNS = "shards", "runs"
+
+
+def open_fs(url: str, storage_options: dict | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """(filesystem, path without scheme) for a local path or any fsspec URL."""
+    return fsspec.core.url_to_fs(url, **(storage_options or {}))
+
+
+def write_whole(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Make `path` appear with all of `data` or not at all."""
+    if "file" in fs.protocol or "local" in fs.protocol:
+        tmp = posixpath.join(posixpath.dirname(path), f".tmp-{posixpath.basename(path)}")
+        fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        fs.pipe_file(tmp, data)
+        fs.mv(tmp, path)  # rename: atomic on POSIX
+    else:
+        fs.pipe_file(path, data)  # object stores: a single PUT is atomic
+
+
+def table_bytes(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+def shard_paths(fs: fsspec.AbstractFileSystem, root: str) -> list[str]:
+    d = posixpath.join(root, SHARDS)
+    if not fs.exists(d):
+        return []
+    return sorted(p for p in fs.ls(d, detail=False) if p.endswith(".parquet") and not posixpath.basename(p).startswith("."))
+
+
+def read_rows(fs: fsspec.AbstractFileSystem, root: str, columns: list[str] | None = None) -> pa.Table:
+    """Every row of every shard (all runs, complete or not)."""
+    paths = shard_paths(fs, root)
+    if not paths:
+        return SCHEMA.empty_table() if columns is None else SCHEMA.empty_table().select(columns)
+    return pa.concat_tables(pq.read_table(p, filesystem=fs, columns=columns, schema=SCHEMA) for p in paths)
+
+
+def current_rows(table: pa.Table) -> pa.Table:
+    """The current row of each key (see the module docstring for the rule)."""
+    if table.num_rows == 0:
+        return table
+    df = table.select(["key", "encoded_at", "status"]).to_pandas()
+    df["_i"] = range(len(df))
+    df["_ok"] = df["status"] == "ok"
+    keep = df.sort_values(["key", "encoded_at", "_ok"]).groupby("key", sort=True).tail(1)["_i"].sort_values()
+    return table.take(pa.array(keep.to_numpy()))
+

@@ -1,0 +1,39 @@
+"""Ray setup shared by the jobs: one local Ray by default, an existing cluster with --address.
+
+On a small machine, actors must not take every CPU or the read tasks never run (a silent hang,
+measured on 2 cores): actors ask for a fraction of a CPU and size their torch threads themselves.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+LOCAL_ACTOR_CPUS = 0.5
+LOAD_TASK_CPUS = 0.25
+
+
+def init_ray(address: str | None) -> None:
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if ray.is_initialized():
+        return
+    if address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address or os.environ["RAY_ADDRESS"], log_to_driver=False)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=False,
+                 _system_config={"prestart_worker_first_driver": False, "enable_metrics_collection": False})
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = sys.stderr.isatty()
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+def threads_per_worker(workers: int) -> int:
+    """Torch threads for each of `workers` actors: the cluster's CPUs shared out, at least one."""
+    import ray
+
+    cpus = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
+    return max(1, cpus // max(1, workers))

@@ -1,0 +1,43 @@
+"""Ray Data datasink for archive shards (see archive.py for the layout and atomicity)."""
+from __future__ import annotations
+
+import posixpath
+
+import pyarrow as pa
+from ray.data.datasource import Datasink
+
+from .archive import SCHEMA, SHARDS, open_fs, table_bytes, write_whole
+
+
+class ShardSink(Datasink):
+    """Ray Data datasink writing archive rows as Parquet shards of at most `max_rows` rows each.
+
+    Shard names derive from the run and the write task, so a retried task rewrites its own shards
+    instead of adding duplicates. `write` returns the paths it wrote.
+    """
+
+    def __init__(self, url: str, storage_options: dict, run_id: str, max_rows: int = 1000):
+        self.url, self.storage_options, self.run_id, self.max_rows = url, storage_options, run_id, max_rows
+        self.written: list[str] = []
+
+    @property
+    def min_rows_per_write(self) -> int:
+        return self.max_rows
+
+    def write(self, blocks, ctx) -> list[str]:
+        fs, root = open_fs(self.url, self.storage_options)
+        tables = [pa.Table.from_pandas(b, schema=SCHEMA, preserve_index=False) if not isinstance(b, pa.Table)
+                  else b.cast(SCHEMA) for b in blocks]
+        tables = [t for t in tables if t.num_rows]
+        if not tables:
+            return []
+        table = pa.concat_tables(tables)
+        paths = []
+        for part, start in enumerate(range(0, table.num_rows, self.max_rows)):
+            path = posixpath.join(root, SHARDS, f"{self.run_id}-{ctx.task_idx:06d}-{part:03d}.parquet")
+            write_whole(fs, path, table_bytes(table.slice(start, self.max_rows)))
+            paths.append(path)
+        return paths
+
+    def on_write_complete(self, write_result) -> None:
+        self.written = sorted(p for paths in write_result.write_returns for p in paths)

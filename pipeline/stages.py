@@ -1,0 +1,138 @@
+"""The per-batch work of the jobs, as Ray Data UDFs. Every input row leaves as exactly one output row:
+all per-image failures are caught here and become `status='error'` rows with the reason.
+
+- `load_batch` (tasks): read each file through fsspec, hash it, decode and validate the image.
+- `CompressActor` (actor pool): holds the model; encodes, measures, builds the archive row.
+- `DecodeActor` (actor pool): decodes archive rows for `decompress` and `audit`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import pickle
+
+import numpy as np
+
+from codec import Codec, TNGError, ms_ssim, open_image, psnr
+from codec.images import to_pil
+
+from .archive import SCHEMA, open_fs
+
+
+def _pixels_sha256(image) -> str:
+    return hashlib.sha256(np.ascontiguousarray(np.asarray(image)).tobytes()).hexdigest()
+
+
+def load_batch(batch: dict, storage_options: dict, max_pixels: int, done: frozenset = frozenset()) -> dict:
+    """Columns in: key, source_uri. Out: the source facts, the decoded image (a pickled SourceImage,
+    passed between our own stages only; empty when it could not be read) and an error.
+
+    Rows whose (key, sha256) is in `done` (already archived, unchanged) are left out: nothing to do.
+    """
+    out = {k: [] for k in ("key", "source_uri", "source_bytes", "source_sha256", "data", "image", "error")}
+    for key, uri in zip(batch["key"], batch["source_uri"]):
+        data, image, error, sha = b"", None, None, None
+        try:
+            fs, path = open_fs(uri, storage_options)
+            data = fs.cat_file(path)
+            sha = hashlib.sha256(data).hexdigest()
+            if (key, sha) in done:
+                continue
+            image = open_image(data, max_pixels=max_pixels)
+        except TNGError as e:
+            error = str(e)
+        except Exception as e:  # I/O: permissions, vanished object, network
+            error = f"cannot read source: {type(e).__name__}: {e}"
+        out["key"].append(key)
+        out["source_uri"].append(uri)
+        out["source_bytes"].append(len(data))
+        out["source_sha256"].append(sha)
+        out["data"].append(data)
+        out["image"].append(pickle.dumps(image) if image is not None else b"")  # opaque to Arrow
+        out["error"].append(error)
+    return {k: np.array(v, dtype=np.int64 if k == "source_bytes" else object) for k, v in out.items()}
+
+
+class CompressActor:
+    """Holds one Codec (model + entropy coder). Never grows the archive: when the .tng would be larger
+    than the source file, the row keeps the source bytes (codec='source')."""
+
+    def __init__(self, quality: float, target_psnr: float | None, model_id: int, run_id: str, threads: int,
+                 device: str | None = None, max_pixels: int | None = None):
+        import torch
+
+        torch.set_num_threads(max(1, threads))  # Ray sets OMP_NUM_THREADS=1 in workers
+        self.codec = Codec(model_id=model_id, device=device, **({"max_pixels": max_pixels} if max_pixels else {}))
+        self.quality, self.target_psnr, self.run_id = quality, target_psnr, run_id
+
+    def __call__(self, batch: dict) -> dict:
+        rows = [self._row(batch, i) for i in range(len(batch["key"]))]
+        return {name: np.array([r[name] for r in rows], dtype=object) for name in SCHEMA.names}
+
+    def _row(self, b: dict, i: int) -> dict:
+        row = {name: None for name in SCHEMA.names}
+        row.update(key=b["key"][i], source_uri=b["source_uri"][i], source_bytes=int(b["source_bytes"][i]),
+                   source_sha256=b["source_sha256"][i], run_id=self.run_id,
+                   encoded_at=dt.datetime.now(dt.timezone.utc), status="error", error=b["error"][i])
+        src = pickle.loads(b["image"][i]) if len(b["image"][i]) else None
+        if src is None:
+            return row
+        row.update(source_format=src.source_format, width=src.width, height=src.height, mode=src.source_mode,
+                   exif=src.exif, icc_profile=src.icc_profile)
+        try:
+            enc = self.codec.encode(src, quality=self.quality, target_psnr=self.target_psnr)
+        except Exception as e:  # one image must not stop the job; record why
+            row["error"] = f"encode failed: {e}" if isinstance(e, TNGError) else f"encode failed: {type(e).__name__}: {e}"
+            return row
+        data = b["data"][i]
+        if len(enc.data) < len(data):
+            decoded = to_pil(enc.reconstruction, src.alpha, src.colour)
+            row.update(codec="tng", bitstream=enc.data, psnr=enc.psnr, ms_ssim=ms_ssim(src.rgb, enc.reconstruction),
+                       decoded_sha256=_pixels_sha256(decoded))
+        else:
+            row.update(codec="source", bitstream=data, decoded_sha256=row["source_sha256"])
+        row.update(bitstream_bytes=len(row["bitstream"]), bpp=len(row["bitstream"]) * 8 / (src.width * src.height),
+                   quality=enc.quality, model_id=self.codec.model_id, status="ok", error=None)
+        return row
+
+
+class DecodeActor:
+    """Decodes archive rows. Out: key, codec, the decoded image file bytes (PNG, or the source file for
+    codec='source'), its suffix, the decoded pixels' sha256 and whether it matches, and PSNR against
+    the original when a source root is given."""
+
+    def __init__(self, threads: int, source_root: str | None = None, storage_options: dict | None = None):
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+        self.codec = Codec(device=None)
+        self.source_root, self.storage_options = source_root, storage_options or {}
+
+    def __call__(self, batch: dict) -> dict:
+        rows = [self._row(batch, i) for i in range(len(batch["key"]))]
+        return {k: np.array([r[k] for r in rows], dtype=object) for k in rows[0]} if rows else {}
+
+    def _row(self, b: dict, i: int) -> dict:
+        from codec import image_bytes
+
+        row = {"key": b["key"][i], "codec": b["codec"][i], "file": None, "suffix": None, "decoded_sha256": None,
+               "hash_ok": False, "psnr": None, "error": None}
+        try:
+            if b["codec"][i] == "source":
+                row.update(file=b["bitstream"][i], suffix="", decoded_sha256=hashlib.sha256(b["bitstream"][i]).hexdigest())
+            else:
+                dec = self.codec.decode(b["bitstream"][i])
+                image = dec.image
+                row.update(file=image_bytes(image, "PNG", dec.exif, dec.icc_profile), suffix=".png",
+                           decoded_sha256=_pixels_sha256(image))
+                if self.source_root is not None:
+                    row["psnr"] = self._psnr_vs_source(b["key"][i], dec.rgb)
+            row["hash_ok"] = row["decoded_sha256"] == b["decoded_sha256"][i]
+        except Exception as e:
+            row["error"] = str(e) if isinstance(e, TNGError) else f"{type(e).__name__}: {e}"
+        return row
+
+    def _psnr_vs_source(self, key: str, rgb: np.ndarray) -> float:
+        fs, root = open_fs(self.source_root, self.storage_options)
+        src = open_image(fs.cat_file(f"{root.rstrip('/')}/{key}"))
+        return psnr(src.rgb, rgb)
