@@ -381,9 +381,9 @@ def _format_for(path: Path) -> str:
 def write_atomically(path: str | os.PathLike, data: bytes) -> None:
     """Write through a temporary file beside path, so a failure never leaves half a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "xb") as f:  # "x": never clobber; permissions follow the umask like any new file
             f.write(data)
             f.flush()

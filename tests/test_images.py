@@ -464,9 +464,11 @@ def test_failed_save_leaves_existing_file_and_no_temp_file(tmp_path):
     with pytest.raises(TNGError, match="cannot write WEBP image"):
         save_image(too_wide_for_webp, tmp_path / "out.webp")
     with pytest.raises(TNGError, match="cannot write"):
-        save_image(to_pil(PLANES, None, Colour.RGB), tmp_path / "missing-dir" / "out.png")
+        save_image(to_pil(PLANES, None, Colour.RGB), target / "under-a-file.png")
     save_image(to_pil(PLANES, None, Colour.RGB), target)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
+    save_image(to_pil(PLANES, None, Colour.RGB), tmp_path / "new-dir" / "out.png")  # folders are made
+    assert (tmp_path / "new-dir" / "out.png").exists()
     assert open_image(target).width == 7
 
 
