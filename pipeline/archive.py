@@ -34,7 +34,7 @@ SCHEMA = pa.schema([
     ("bitstream_bytes", pa.int64()),
     ("bpp", pa.float64()),              # bitstream_bytes·8 / (width·height)
     ("psnr", pa.float64()),             # dB, decoded RGB vs source RGB; null for 'source' (lossless)
-    ("ms_ssim", pa.float64()),
+    ("ms_ssim", pa.float64()),          # null above 16 MP (memory) and for 'source'
     ("quality", pa.float64()),
     ("model_id", pa.int32()),
     ("decoded_sha256", pa.string()),    # sha256 of the decoded pixels (tng) or of the file ('source')
