@@ -14,6 +14,7 @@ network, deterministic for a given CPU build of torch (tested across thread coun
 """
 from __future__ import annotations
 
+import copy
 import io
 from dataclasses import dataclass
 
@@ -97,9 +98,7 @@ class Codec:
         lm = self._loaded.get(model_id) or load_model(model_id)
         if model_id not in self._nets:
             net = lm.net
-            if self.device.type != "cpu":
-                import copy
-
+            if self.device.type != "cpu":  # the registry's copy stays on CPU for other codecs
                 net = copy.deepcopy(net).to(self.device)
             self._nets[model_id] = net
         return lm, self._nets[model_id]

@@ -86,7 +86,7 @@ def compress(args: argparse.Namespace) -> dict:
         done = frozenset(zip(ok["key"].to_pylist(), ok["source_sha256"].to_pylist()))
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
     started = dt.datetime.now(dt.timezone.utc)
-    init_ray(args.address)
+    on_cluster = init_ray(args.address)
     workers = args.workers
     threads = threads_per_worker(workers)
     gpus = args.gpus_per_worker
@@ -102,7 +102,7 @@ def compress(args: argparse.Namespace) -> dict:
                                    "run_id": run_id, "threads": threads, "device": "cuda" if gpus else "cpu",
                                    "max_pixels": args.max_pixels},
             compute=ray.data.ActorPoolStrategy(size=workers),
-            num_cpus=0 if gpus else (LOCAL_ACTOR_CPUS if not args.address else threads), num_gpus=gpus or None)
+            num_cpus=0 if gpus else (threads if on_cluster else LOCAL_ACTOR_CPUS), num_gpus=gpus or None)
         sink = ShardSink(args.dst, opts, run_id, max_rows=args.rows_per_shard)
         ds.write_datasink(sink)
         written = sink.written

@@ -13,14 +13,16 @@ LOCAL_ACTOR_CPUS = 0.5
 LOAD_TASK_CPUS = 0.25
 
 
-def init_ray(address: str | None) -> None:
+def init_ray(address: str | None) -> bool:
+    """Start a local Ray, or join a cluster (address or RAY_ADDRESS). Returns True on a cluster."""
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    cluster = bool(address or os.environ.get("RAY_ADDRESS"))
     if ray.is_initialized():
-        return
-    if address or os.environ.get("RAY_ADDRESS"):
+        return cluster
+    if cluster:
         ray.init(address=address or os.environ["RAY_ADDRESS"], log_to_driver=False)
     else:
         ray.init(include_dashboard=False, log_to_driver=False,
@@ -29,6 +31,7 @@ def init_ray(address: str | None) -> None:
     ctx.enable_progress_bars = sys.stderr.isatty()
     ctx.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    return cluster
 
 
 def threads_per_worker(workers: int) -> int:
