@@ -26,9 +26,10 @@ class ShardSink(Datasink):
 
     def write(self, blocks, ctx) -> list[str]:
         fs, root = open_fs(self.url, self.storage_options)
+        # Empty blocks come without columns (e.g. an --incremental batch whose keys were all done):
+        # drop them before casting.
         tables = [pa.Table.from_pandas(b, schema=SCHEMA, preserve_index=False) if not isinstance(b, pa.Table)
-                  else b.cast(SCHEMA) for b in blocks]
-        tables = [t for t in tables if t.num_rows]
+                  else b.cast(SCHEMA) for b in blocks if len(b)]
         if not tables:
             return []
         table = pa.concat_tables(tables)
