@@ -136,6 +136,15 @@ def parser() -> argparse.ArgumentParser:
     decompress.add_audit_arguments(au)
     au.set_defaults(func=lambda a: _exit(decompress.run(decompress.audit, a)))
 
+    from jobs import report
+
+    r = sub.add_parser("report", help="rate–distortion report of an archive: report.html, report.md, summary.json")
+    report.add_report_arguments(r)
+    r.set_defaults(func=lambda a: _exit(decompress.run(report.report, a)))
+    i = sub.add_parser("info", help="an archive's headline figures")
+    report.add_info_arguments(i)
+    i.set_defaults(func=lambda a: _exit(decompress.run(report.info, a)))
+
     m = sub.add_parser("models", help="list the model ids this installation can decode")
     m.set_defaults(func=cmd_models)
 
