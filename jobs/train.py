@@ -8,10 +8,13 @@ every few minutes and at the end; `--resume` continues it, including the learnin
 which is a function of the fraction of the time (or step) budget spent. With --val, the weights
 are exported every few minutes and validation images are coded to real bitstreams; the results go
 to OUT/validation.csv (quality against steps and wall-clock). --init fine-tunes shipped weights.
+With --workers N the same loop runs on N Ray Train workers under DDP (jobs/train_ray.py), and the
+checkpoints are the same, so a run can be resumed in either mode.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import os
 import random
@@ -105,11 +108,85 @@ def learning_rate(base: float, progress: float) -> float:
     return base * (1.0 if progress < 0.85 else 0.1 if progress < 0.95 else 1 / 30)
 
 
-def train(args: argparse.Namespace) -> None:
-    torch.manual_seed(args.seed)
-    rng = random.Random(args.seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu" and args.threads:
+class Replicas:
+    """The processes that train one model together; this base is a single process.
+
+    jobs/train_ray.py subclasses it for DDP workers. The loop asks it the few things that must agree
+    across ranks, so that one loop serves both: a value every rank takes from rank 0 (the clock,
+    which decides the LR and the end, so that no rank stops or changes LR a step before another),
+    means of logged statistics, and a gather of results.
+    """
+
+    rank, world = 0, 1
+
+    def device(self) -> str:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model
+
+    def from_rank0(self, x: float) -> float:
+        return x
+
+    def mean(self, x: np.ndarray) -> np.ndarray:
+        return x
+
+    def gather(self, x: str) -> list[str]:
+        return [x]
+
+
+def crop_seed(seed: int, rank: int, step: int) -> int:
+    """Seed of a rank's crop sampler at a step (reseeded on resume); rank 0 keeps the single-process seeds."""
+    return seed + step + (rank << 32)
+
+
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 of a state dict's names and bytes: equal digests mean bit-identical replicas."""
+    h = hashlib.sha256()
+    for name, t in state.items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, q: torch.Tensor,
+               bf16: bool) -> tuple[float, float, float]:
+    """One optimiser step on λ(q)·255²·MSE + bpp; returns (loss, bpp, PSNR) of the batch."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        r = model(x, q)
+    mse = ((r["x_hat"] - x) ** 2).mean((1, 2, 3))
+    bpp = (r["bits_y"] + r["bits_z"]) / (x.shape[2] * x.shape[3])
+    loss = (lambda_at(q) * 255**2 * mse + bpp).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()  # under DDP this also averages the gradients over the ranks
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return loss.item(), bpp.mean().item(), (10 * torch.log10(1 / mse.clamp_min(1e-10))).mean().item()
+
+
+def train(args: argparse.Namespace) -> dict:
+    """Train as args say: in this process, or on Ray Train workers with --workers N > 1 or --address."""
+    if args.workers < 1:
+        raise SystemExit("tng: error: --workers must be at least 1")
+    if args.workers > 1 or args.address:
+        from jobs.train_ray import train_ray
+
+        return train_ray(args)
+    return fit(args)
+
+
+def fit(args: argparse.Namespace, replicas: Replicas | None = None) -> dict:
+    """The training loop, run by each rank; rank 0 alone prints, checkpoints and validates.
+
+    Returns the final step, elapsed seconds and every rank's weights digest.
+    """
+    rep = replicas or Replicas()
+    main = rep.rank == 0
+    say = print if main else lambda *a, **k: None
+    torch.manual_seed(args.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+    rng = random.Random(crop_seed(args.seed, rep.rank, 0))
+    device = rep.device()
+    if torch.device(device).type == "cpu" and args.threads:
         torch.set_num_threads(args.threads)
     ck = torch.load(args.resume, map_location=device, weights_only=True) if args.resume else None
     if ck:
@@ -121,23 +198,27 @@ def train(args: argparse.Namespace) -> None:
         model = TNGModel(init.net.n, init.net.m)
         model.load_state_dict(init.net.state_dict())
         model = model.train().requires_grad_(True).to(device)
-        print(f"initialised from model {init.model_id} ({init.name})")
+        say(f"initialised from model {init.model_id} ({init.name})")
     else:
         model = TNGModel(args.n, args.m).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     step, elapsed = 0, 0.0
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     if ck:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         step, elapsed = int(ck["step"]), float(ck["elapsed"])
-        rng.seed(args.seed + step)
-        print(f"resumed {args.resume} at step {step} ({elapsed / 60:.1f} min)")
+        rng.seed(crop_seed(args.seed, rep.rank, step))
+        say(f"resumed {args.resume} at step {step} ({elapsed / 60:.1f} min)")
+    if rep.rank:
+        torch.manual_seed(crop_seed(args.seed, rep.rank, step))  # this rank's own qualities and noise
+    net = rep.wrap(model)  # DDP shares model's parameters, so opt, save and validate use model
     t0 = time.time()
     images = load_images(args.data)
-    print(f"{len(images)} images decoded in {time.time() - t0:.1f}s; training on {device}")
-    val = [center_crop(im, args.val_crop) for im in load_images(args.val, limit=args.val_images)] if args.val else []
+    say(f"{len(images)} images decoded in {time.time() - t0:.1f}s; training on {device}")
+    val = [center_crop(im, args.val_crop) for im in load_images(args.val, limit=args.val_images)] if args.val and main else []
 
     def save(path: Path) -> None:
         tmp = path.with_suffix(".tmp")
@@ -173,32 +254,25 @@ def train(args: argparse.Namespace) -> None:
             g["lr"] = lr
         x = random_batch(images, args.batch, args.crop, rng).to(device)
         q = 1 + (LEVELS - 1) * torch.rand(args.batch, device=device) ** 0.8
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=args.bf16):
-            r = model(x, q)
-        mse = ((r["x_hat"] - x) ** 2).mean((1, 2, 3))
-        bpp = (r["bits_y"] + r["bits_z"]) / (x.shape[2] * x.shape[3])
-        loss = (lambda_at(q) * 255**2 * mse + bpp).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        stats.append(train_step(net, opt, x, q, args.bf16))
         step += 1
-        elapsed = start_elapsed + time.time() - start_time
-        stats.append((loss.item(), bpp.mean().item(), (10 * torch.log10(1 / mse.clamp_min(1e-10))).mean().item()))
+        elapsed = rep.from_rank0(start_elapsed + time.time() - start_time)
         if step % args.log_every == 0:
-            l, b, p = np.mean(stats, 0)
+            l, b, p = rep.mean(np.mean(stats, 0))
             stats.clear()
-            print(f"step {step} {elapsed / 60:.1f}min lr {lr:.1e} loss {l:.4f} bpp {b:.3f} psnr {p:.2f}", flush=True)
-        if time.time() - last_save > args.checkpoint_minutes * 60:
+            say(f"step {step} {elapsed / 60:.1f}min lr {lr:.1e} loss {l:.4f} bpp {b:.3f} psnr {p:.2f}", flush=True)
+        if main and time.time() - last_save > args.checkpoint_minutes * 60:
             save(out / "last.pt")
             last_save = time.time()
         if val and time.time() - last_val > args.val_minutes * 60:
             run_validation()
             last_val = time.time()
-    save(out / "last.pt")
+    if main:
+        save(out / "last.pt")
     if val:
         run_validation()
-    print(f"done: step {step}, {elapsed / 60:.1f} min; checkpoint {out / 'last.pt'}")
+    say(f"done: step {step}, {elapsed / 60:.1f} min; checkpoint {out / 'last.pt'}")
+    return {"step": step, "elapsed": elapsed, "digests": rep.gather(weights_digest(model.state_dict()))}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -222,6 +296,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--checkpoint-minutes", type=float, default=5)
+    r = p.add_argument_group("several workers (Ray Train, DDP; see jobs/train_ray.py)")
+    r.add_argument("--workers", type=int, default=1,
+                   help="training processes; each draws --batch crops per step, so a step sees workers×batch")
+    r.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per worker (0: CPU workers)")
+    r.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS with --workers > 1, else a local Ray)")
 
 
 if __name__ == "__main__":
