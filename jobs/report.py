@@ -366,6 +366,7 @@ def report(args: argparse.Namespace) -> int:
         if rd_png:
             pictures["plots/rd.png"] = rd_png
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     for name, data in pictures.items():
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_bytes(data)

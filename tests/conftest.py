@@ -38,3 +38,28 @@ def small_photo() -> np.ndarray:
 @pytest.fixture(scope="session")
 def small_tng(codec, small_photo) -> bytes:
     return codec.encode(small_photo, quality=4).data
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A moto S3 server on loopback, its endpoint and test credentials in the environment (start it
+    before Ray, so that Ray's workers inherit them); everything restored afterwards."""
+    import logging
+    import os
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {k: os.environ.get(k) for k in [*env, "AWS_ENDPOINT_URL"]}
+    os.environ.update(env)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    os.environ["AWS_ENDPOINT_URL"] = "http://%s:%d" % server.get_host_and_port()
+    yield os.environ["AWS_ENDPOINT_URL"]
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

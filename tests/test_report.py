@@ -39,7 +39,7 @@ def _save(path: Path, im: Image.Image, **kw) -> None:
 
 
 @pytest.fixture(scope="module")
-def ray_local():
+def ray_local(s3):
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
@@ -219,6 +219,39 @@ def test_broken_and_empty_archives_give_one_line(tmp_path, archive, capsys):
     assert main(["info", str(broken)]) == 1
     err = capsys.readouterr().err
     assert "no shard of" in err and "is readable" in err and "Traceback" not in err
+
+
+def test_report_of_an_archive_on_s3(archive, report, tmp_path, capsys):
+    """The same archive in a bucket (moto on loopback): the same figures, the RD study reading s3:// sources."""
+    import s3fs
+
+    src, arch = archive
+    fs = s3fs.S3FileSystem()
+    fs.mkdir("reports")
+    fs.put(str(arch), "reports/arch", recursive=True)
+    fs.put(str(src), "reports/src", recursive=True)
+    assert main(["info", "s3://reports/arch"]) == 0
+    assert f"{report[1]['headline']['keys']} images" in capsys.readouterr().out
+    out = tmp_path / "r"
+    assert main(["report", "s3://reports/arch", str(out), "--source", "s3://reports/src", "--sample", "1",
+                 "--workers", "1", "--baselines", "jpeg", "--worst", "1"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    for k in ("keys", "ok", "errors", "bytes_in", "bytes_out", "mean_psnr"):
+        assert s["headline"][k] == report[1]["headline"][k], k
+    assert len(s["rd_study"]["images"]) == 1 and s["rd_study"]["bd"][0]["anchor"] == "JPEG"
+    assert s["worst"][0]["original"].startswith("s3://reports/src/")
+    assert set(s["worst"][0]["pictures"]) == {"original", "decoded", "original-crop", "decoded-crop"}
+
+
+def test_report_of_an_archive_of_errors_only(tmp_path, ray_local, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.jpg").write_bytes(b"nope")
+    assert main(["compress", str(src), str(tmp_path / "arch"), "--workers", "1"]) == 0
+    assert main(["report", str(tmp_path / "arch"), str(tmp_path / "out"), "--source", str(src)]) == 0
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert s["headline"]["errors"] == 1 and s["headline"]["ok"] == 0 and s["worst"] == []
+    assert s["rd_study"]["error"] and "Errors by reason" in (tmp_path / "out" / "report.html").read_text()
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
