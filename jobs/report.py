@@ -374,6 +374,11 @@ def report(args: argparse.Namespace) -> int:
     (out / "report.md").write_text(report_render.markdown(fig, pictures))
     (out / "report.html").write_text(report_render.html(fig, pictures))
     print(info_text(fig))
+    st = fig.get("rd_study")
+    if st and "bd" in st:
+        print(f"RD study on {len(st['images'])} sources: BD-rate of TNG vs " + ", ".join(
+            f"{r['anchor']} {r['psnr']['bd_rate']:+.1f}%" if r["psnr"]["bd_rate"] is not None else f"{r['anchor']} n/a"
+            for r in st["bd"]))
     print(f"wrote {out / 'report.html'}, {out / 'report.md'}, {out / 'summary.json'}")
     return 0
 
