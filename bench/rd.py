@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from codec import rd  # noqa: E402
 from codec.rd import BD_WINDOW, mean_curves  # noqa: E402
+from codec.registry import DEFAULT_MODEL_ID  # noqa: E402
 from jobs.plots import rd_plot  # noqa: E402
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
@@ -181,7 +182,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--qualities", default=TNG_QUALITIES, help="TNG qualities, comma-separated, in [1, 8]")
     ap.add_argument("--pil-qualities", default=PIL_QUALITIES, help="JPEG/WebP/AVIF qualities, comma-separated")
     ap.add_argument("--threads", type=int, default=2, help="torch threads and AVIF encoder threads")
-    ap.add_argument("--model-id", type=int, default=1, help="TNG model id")
+    ap.add_argument("--model-id", type=int, default=DEFAULT_MODEL_ID, help="TNG model id")
     return ap.parse_args(argv)
 
 

@@ -98,6 +98,7 @@ def _quality(s: str) -> float:
 
 def parser() -> argparse.ArgumentParser:
     from codec.images import DEFAULT_MAX_PIXELS
+    from codec.registry import DEFAULT_MODEL_ID
     from jobs import train
 
     p = argparse.ArgumentParser(prog="tng", description="TNG learned image compression")
@@ -110,7 +111,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--quality", "-q", type=_quality, default=4.0, help="1 (smallest) to 8 (best), fractions allowed; default 4")
     g.add_argument("--target-psnr", type=float, help="lowest quality whose PSNR reaches this many dB")
     g.add_argument("--target-bpp", type=float, help="highest quality whose size stays within this many bits per pixel")
-    e.add_argument("--model", type=int, default=1, help="model id (see `tng models`)")
+    e.add_argument("--model", type=int, default=DEFAULT_MODEL_ID, help="model id (see `tng models`)")
     e.add_argument("--tile", type=int, default=1024, help="tile side in pixels (multiple of 64); bounds memory")
     e.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
     e.set_defaults(func=cmd_encode)

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from codec.images import DEFAULT_MAX_PIXELS
+from codec.registry import DEFAULT_MODEL_ID
 from jobs.compress import RunError, parse_storage_options
 
 META = ["key", "source_uri", "source_bytes", "source_sha256", "source_format", "width", "height", "mode", "codec",
@@ -427,7 +428,7 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--targets", type=_targets, help="PSNRs (dB) for the quality-to-choose table, comma-separated "
                                                     "(default: whole dB values across TNG's measured range)")
     p.add_argument("--worst", type=int, default=6, help="how many of the worst images by PSNR to show")
-    p.add_argument("--model", type=int, default=1, help="TNG model id in the RD study")
+    p.add_argument("--model", type=int, default=DEFAULT_MODEL_ID, help="TNG model id in the RD study")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
     _common(p)
 
