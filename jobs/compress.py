@@ -71,7 +71,7 @@ def compress(args: argparse.Namespace) -> dict:
     import ray
 
     from pipeline.archive import RUNS, open_fs, read_rows, write_whole
-    from pipeline.run import LOAD_TASK_CPUS, LOCAL_ACTOR_CPUS, init_ray, threads_per_worker
+    from pipeline.run import LOCAL_ACTOR_CPUS, TASK_CPUS, init_ray, task_slots, threads_per_worker
     from pipeline.sink import ShardSink
     from pipeline.stages import CompressActor, load_batch
 
@@ -95,7 +95,8 @@ def compress(args: argparse.Namespace) -> dict:
         ds = ray.data.from_items([{"key": k, "source_uri": u} for k, u in sources],
                                  override_num_blocks=min(len(sources), 200))
         ds = ds.map_batches(load_batch, fn_kwargs={"storage_options": opts, "max_pixels": args.max_pixels, "done": done},
-                            batch_size=args.batch_size, num_cpus=LOAD_TASK_CPUS, batch_format="numpy")
+                            batch_size=args.batch_size, batch_format="numpy",
+                            num_cpus=TASK_CPUS, compute=ray.data.TaskPoolStrategy(size=task_slots(workers)))
         ds = ds.map_batches(
             CompressActor, batch_size=args.batch_size, batch_format="numpy",
             fn_constructor_kwargs={"quality": args.quality, "target_psnr": args.target_psnr, "model_id": args.model,
@@ -104,7 +105,7 @@ def compress(args: argparse.Namespace) -> dict:
             compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=0 if gpus else (threads if on_cluster else LOCAL_ACTOR_CPUS), num_gpus=gpus or None)
         sink = ShardSink(args.dst, opts, run_id, max_rows=args.rows_per_shard)
-        ds.write_datasink(sink)
+        ds.write_datasink(sink, ray_remote_args={"num_cpus": TASK_CPUS}, concurrency=task_slots(workers))
         written = sink.written
     summary = summarise(fs, root, run_id, len(sources), started)
     summary["shards"] = written

@@ -1,7 +1,10 @@
 """Ray setup shared by the jobs: one local Ray by default, an existing cluster with --address.
 
-On a small machine, actors must not take every CPU or the read tasks never run (a silent hang,
-measured on 2 cores): actors ask for a fraction of a CPU and size their torch threads themselves.
+Actors hold their CPUs for the whole run, so tasks that need a CPU can starve behind them: a silent
+hang, measured on 2 cores with num_cpus=1 actors, and on a cluster whenever the actors' whole CPUs
+fill the nodes (or a restarted actor fills what a lost node leaves). So the load and write tasks
+reserve no CPU and are capped in number instead; locally, actors ask for a fraction of a CPU and
+size their torch threads themselves.
 """
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import os
 import sys
 
 LOCAL_ACTOR_CPUS = 0.5
-LOAD_TASK_CPUS = 0.25
+TASK_CPUS = 0  # load and write tasks: see the module docstring
 
 
 def init_ray(address: str | None) -> bool:
@@ -40,3 +43,9 @@ def threads_per_worker(workers: int) -> int:
 
     cpus = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
     return max(1, cpus // max(1, workers))
+
+
+def task_slots(workers: int) -> int:
+    """Load (or write) tasks allowed at once: enough to keep `workers` actors fed, few enough not to
+    crowd them out (these tasks reserve no CPU, so Ray does not bound their number)."""
+    return max(2, workers)

@@ -124,6 +124,19 @@ def test_incremental_skips_unchanged_and_redoes_changed(ray_local, src, tmp_path
     assert "new.png" in current
 
 
+def test_more_workers_than_cores_do_not_starve_the_tasks(ray_local, src, tmp_path):
+    """4 actors on 2 CPUs: the load and write tasks must still be scheduled (they used to wait forever)."""
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    saved, ctx.execution_no_progress_timeout_s = ctx.execution_no_progress_timeout_s, 60  # a hang fails
+    try:
+        assert main(["compress", str(src), str(tmp_path / "a"), "--workers", "4", "--batch-size", "1"]) == 0
+    finally:
+        ctx.execution_no_progress_timeout_s = saved
+    assert pq.read_table(tmp_path / "a" / "shards").num_rows == 7
+
+
 def test_decompress_and_audit(ray_local, src, tmp_path, capsys):
     archive = tmp_path / "archive"
     assert main(["compress", str(src), str(archive), "--workers", "1", "--quality", "8"]) == 0

@@ -2,6 +2,7 @@
 every key ends as one `ok` row, none is archived twice. Real CLI subprocess, real local Ray, kill -9."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -57,7 +58,11 @@ def reap_session(proc: subprocess.Popen, grace_s: float = 20) -> None:
     while session_pids(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.5)
     for pid in session_pids(proc.pid):
-        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # exited meanwhile
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while session_pids(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def compress_cmd(src: Path, dst: Path) -> list[str]:
