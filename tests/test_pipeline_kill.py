@@ -44,8 +44,9 @@ def session_pids(sid: int) -> list[int]:
 
 
 def kill_session(proc: subprocess.Popen) -> None:
-    """kill -9 the driver's process group (driver, gcs, raylet, agents), then reap the session."""
-    if proc.poll() is None:
+    """kill -9 the driver's process group (driver, gcs, raylet, agents), then reap the session.
+    The group may outlive its driver, so it is killed even when the driver has exited."""
+    with contextlib.suppress(ProcessLookupError):  # nothing left in the group
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     reap_session(proc)
