@@ -8,9 +8,10 @@ Images are cut into tiles of `tile` pixels (default 1024), each padded to a mult
 replication and coded independently, so memory is bounded by the tile size plus the image itself.
 Sections of a file: [exif, icc profile, alpha (PNG, lossless), tile 0, tile 1, ...].
 
-Decoding is exact up to the synthesis transform: symbols, probability tables, means and the
-dequantised latents are bit-identical on any machine (see intnet.py); the synthesis is a float
-network, deterministic for a given CPU build of torch (tested across thread counts).
+Decoding is exact: symbols, probability tables and means come from an integer network (intnet.py),
+and the synthesis runs in exact integer arithmetic (exactsynth.py), so a stream decodes to the same
+pixels on every machine, thread count and device; the encoder's reconstruction is those pixels.
+Only the encoder's analysis is a float network (it decides the symbols, which are then fixed).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from PIL import Image
 from . import container
 from .entropy import scale_indexes
 from .errors import TNGError
+from .exactsynth import as_image
 from .images import DEFAULT_MAX_PIXELS, Colour, Flag, SourceImage, to_pil
 from .intnet import ACT_BITS, HyperSynthesis
 from .metrics import psnr
@@ -117,26 +119,21 @@ class Codec:
         return g, ig
 
     @torch.no_grad()
-    def _code(self, lm: LoadedModel, net, y: torch.Tensor, quality: float) -> tuple[bytes, torch.Tensor]:
-        """Quantise and entropy-code one tile's latents. Returns (tile stream, dequantised ŷ on CPU)."""
-        gain, inv_gain = self._gains(net, quality)
+    def _code(self, lm: LoadedModel, net, y: torch.Tensor, quality: float) -> tuple[bytes, torch.Tensor, torch.Tensor]:
+        """Quantise and entropy-code one tile's latents. Returns (tile stream, residuals, means) on CPU."""
+        gain, _ = self._gains(net, quality)
         yg = y * gain
         z = torch.clamp(torch.round(net.h_a(yg).float()), -Z_RADIUS, Z_RADIUS).cpu().to(torch.int64)
         mean, idx = HyperSynthesis.exact(z, lm.hyper)
         residual = torch.round(yg.cpu().double() - mean).to(torch.int64)
         index = scale_indexes(idx.numpy()[0])
         stream = lm.coder.encode(z.numpy()[0], residual.numpy()[0], index)
-        return stream, self._dequantise(residual, mean, inv_gain)
+        return stream, residual, mean
 
-    @staticmethod
-    def _dequantise(residual: torch.Tensor, mean: torch.Tensor, inv_gain: torch.Tensor) -> torch.Tensor:
-        # Exact in float64 (integer + multiple of 2**-8), then one correctly rounded cast and product.
-        return (residual.double() + mean).float() * inv_gain.cpu()
-
-    @torch.no_grad()
-    def _synthesise(self, net, y_hat: torch.Tensor, h: int, w: int) -> np.ndarray:
-        x = net.g_s(y_hat.to(self.device)).float()[0, :, :h, :w]
-        return x.mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    def _synthesise(self, lm: LoadedModel, residual: torch.Tensor, mean: torch.Tensor, q_milli: int,
+                    h: int, w: int) -> np.ndarray:
+        """The decoder's pixels, in exact integer arithmetic (codec/exactsynth.py): the same everywhere."""
+        return as_image(lm.synth(residual, mean, q_milli, self.device), h, w)
 
     # -- encoding ---------------------------------------------------------------------------
     def encode(self, image: SourceImage | np.ndarray, quality: float = 4.0, target_psnr: float | None = None,
@@ -166,10 +163,10 @@ class Codec:
             q = q_milli / 1000
             streams, recon = [], np.empty_like(src.rgb) if reconstruct else None
             for i, (y, x, h, w) in enumerate(tiles):
-                stream, y_hat = self._code(lm, net, latent(i), q)
+                stream, residual, mean = self._code(lm, net, latent(i), q)
                 streams.append(stream)
                 if reconstruct:
-                    recon[y : y + h, x : x + w] = self._synthesise(net, y_hat, h, w)
+                    recon[y : y + h, x : x + w] = self._synthesise(lm, residual, mean, q_milli, h, w)
             header = container.Header(lm.model_id, lm.digest, src.width, src.height, int(src.colour),
                                       int(src.flags), q_milli, self.tile)
             data = container.pack(header, meta + streams)
@@ -209,7 +206,6 @@ class Codec:
         if len(sections) != _META_SECTIONS + len(tiles):
             raise TNGError(f"corrupt file: {len(sections)} sections for {len(tiles)} tiles")
         alpha = _alpha_from_png(bytes(sections[2]), header.width, header.height, colour)
-        _, inv_gain = self._gains(net, header.quality)
         rgb = np.empty((header.height, header.width, 3), np.uint8)
         for (y, x, h, w), stream in zip(tiles, sections[_META_SECTIONS:]):
             z_shape = (lm.net.n, _padded(h) // STRIDE, _padded(w) // STRIDE)
@@ -224,8 +220,8 @@ class Codec:
                 raise
             except Exception as e:  # constriction rejects some impossible streams itself
                 raise TNGError(f"corrupt file: tile stream does not decode ({e})") from None
-            y_hat = self._dequantise(torch.from_numpy(residual)[None], mean, inv_gain)
-            rgb[y : y + h, x : x + w] = self._synthesise(net, y_hat, h, w)
+            rgb[y : y + h, x : x + w] = self._synthesise(lm, torch.from_numpy(residual)[None], mean,
+                                                         header.quality_milli, h, w)
         exif, icc = bytes(sections[0]) or None, bytes(sections[1]) or None
         return Decoded(header, rgb, alpha, exif, icc)
 

@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 
 from .entropy import EntropyCoder, scale_tables, z_tables
 from .errors import TNGError
+from .exactsynth import ExactSynthesis
 from .intnet import WEIGHT_BITS
 from .model import Z_RADIUS, TNGModel
 
@@ -41,6 +42,7 @@ class LoadedModel:
     hyper: list[tuple[torch.Tensor, torch.Tensor, dict]]  # integer hyper-synthesis
     coder: EntropyCoder
     metadata: dict[str, str]
+    synth: ExactSynthesis  # the decoder's integer synthesis, derived from net at load
 
 
 def _weight_files() -> dict[int, Path]:
@@ -102,7 +104,7 @@ def load_weights(path: str | os.PathLike) -> LoadedModel:
     net.eval().requires_grad_(False)
     coder = EntropyCoder(tensors["z_table"].numpy(), tensors["y_tables"].numpy(), tensors["y_offsets"].numpy())
     return LoadedModel(int(meta["model_id"]), meta.get("name", path.stem), hashlib.sha256(raw).digest()[:4], net,
-                       hyper, coder, meta)
+                       hyper, coder, meta, ExactSynthesis(net.g_s, net.log_inv_gain))
 
 
 def export_weights(state: dict[str, torch.Tensor], n: int, m: int, model_id: int, path: str | os.PathLike,

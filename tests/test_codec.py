@@ -109,6 +109,56 @@ def test_entropy_parameters_are_exact_integers():
         act = ACT_MAX * 2**ACT_BITS
 
 
+def _synthesis_by_halves(synth, residual, mean, q_milli):
+    """ExactSynthesis again, every convolution summed in another order: input channels in two halves,
+    each half's partial result added afterwards, oneDNN off, one thread."""
+    from codec.exactsynth import GAIN_FRAC, LIM, MEAN_FRAC
+    from codec.exactsynth import ACT_FRAC as A
+
+    def halves(conv, x, w, **kw):
+        h = x.shape[1] // 2
+        wa, wb = (w[:h], w[h:]) if conv is F.conv_transpose2d else (w[:, :h], w[:, h:])
+        return conv(x[:, :h], wa, None, **kw) + conv(x[:, h:], wb, None, **kw)
+
+    ig = synth.inverse_gain(q_milli).view(1, -1, 1, 1)
+    x = torch.floor((residual.double() * 2**MEAN_FRAC + mean * 2**MEAN_FRAC) * ig / 2.0 ** (MEAN_FRAC + GAIN_FRAC - A) + 0.5)
+    x = x.clamp(-LIM, LIM)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.backends.mkldnn.flags(enabled=False):
+            for i, layer in enumerate(synth.layers):
+                if layer[0] == "deconv":
+                    _, w, scale, offset, stride, pad, out_pad = layer
+                    v = halves(F.conv_transpose2d, x, w, stride=stride, padding=pad, output_padding=out_pad) / scale + offset
+                    if i == len(synth.layers) - 1:
+                        return torch.clamp(torch.floor(v * (255 / 2**A) + 0.5), 0, 255)[0].to(torch.uint8)
+                    x = torch.clamp(torch.floor(v + 0.5), -LIM, LIM)
+                else:
+                    _, g, unit, beta = layer
+                    sq = torch.floor(x * x / 2**A + 0.5)
+                    x = torch.clamp(torch.floor(x * torch.sqrt((halves(F.conv2d, sq, g) + beta) / unit) + 0.5), -LIM, LIM)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.filterwarnings("ignore:TF32")
+def test_synthesis_is_exact_integer_arithmetic(codec, small_photo):
+    """Decoded pixels must not depend on summation order (threads, BLAS, CPU kind, GPU)."""
+    lm = load_model(1)
+    assert max(lm.synth.bounds) < 2**53
+    y = codec._analyse(lm.net, small_photo)
+    for q in (1.0, 4.25, 8.0):
+        _, residual, mean = codec._code(lm, lm.net, y, q)
+        pixels = lm.synth(residual, mean, int(q * 1000), torch.device("cpu"))
+        assert torch.equal(pixels, _synthesis_by_halves(lm.synth, residual, mean, int(q * 1000)))
+    # The exact inverse gains are the float model's, to fixed-point precision.
+    for q in (1.0, 2.5, 7.999):
+        _, ig = lm.net.gains(torch.tensor([q]))
+        exact = lm.synth.inverse_gain(int(round(q * 1000))) / 2**16
+        assert torch.allclose(exact, ig.flatten().double(), rtol=1e-5, atol=2**-16)
+
+
 def test_target_psnr_and_bpp(codec, small_photo):
     enc = codec.encode(small_photo, target_psnr=29.0)
     assert enc.target_met and enc.psnr >= 29.0 and enc.quality < 8
