@@ -228,8 +228,8 @@ def main() -> None:
     if {1, 2} <= set(a.workers):
         one, two = results["tng compress --workers 1"], results["tng compress --workers 2"]
         speedup = {"wall": one["wall_s"] / two["wall_s"], "steady": two["steady_mp_s"] / one["steady_mp_s"]}
-    print(f"\n| config | wall s | img/s | MP/s | steady img/s | steady MP/s | overhead (wall) | overhead (steady) "
-          f"| peak RSS MB | peak PSS MB | procs |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n| config | wall s | img/s | MP/s | steady img/s | steady MP/s | overhead (wall) | overhead (steady) "
+          "| peak RSS MB | peak PSS MB | procs |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['config']} | {r['wall_s']:.1f} | {r['img_s']:.2f} | {r['mp_s']:.3f} | {r['steady_img_s']:.2f} "
               f"| {r['steady_mp_s']:.3f} | {100 * r['overhead_wall']:+.0f}% | {100 * r['overhead_steady']:+.0f}% "

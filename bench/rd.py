@@ -125,7 +125,7 @@ def markdown(env: dict, curves: dict, bd: list[dict], timing: dict, encoders: di
         f"- command: `{env['command']}`" + (f" (TNG_MODEL_PATH={env['tng_model_path']})" if env["tng_model_path"] else ""),
         f"- images: {env['images']} from `{env['folder']}`, {env['megapixels']:.2f} MP in all",
         f"- TNG: model {env['tng_model']}",
-        f"- baselines: " + "; ".join(f"{n} {_describe(a)}" for n, a in encoders.items()),
+        "- baselines: " + "; ".join(f"{n} {_describe(a)}" for n, a in encoders.items()),
         f"- software: {env['software']}",
         "- PSNR: RGB, per image, then the mean of the dB values; MS-SSIM: 5-scale, per RGB channel, averaged; "
         "bpp from the whole file. See the docstring of bench/rd.py.", "",

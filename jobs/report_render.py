@@ -150,7 +150,7 @@ def _md_cell(text: str) -> str:
 
 
 def markdown(fig: dict, pictures: dict[str, bytes]) -> str:
-    lines = [f"# TNG archive report", "", f"Generated {fig['generated_at']}. Figures in summary.json.", ""]
+    lines = ["# TNG archive report", "", f"Generated {fig['generated_at']}. Figures in summary.json.", ""]
     for _, title, blocks in sections(fig, pictures):
         lines += [f"## {title}", ""]
         for b in blocks:

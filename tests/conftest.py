@@ -47,9 +47,11 @@ def s3():
     import logging
     import os
 
+    import s3fs
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    s3fs.S3FileSystem.clear_instance_cache()  # fsspec caches filesystems: none may keep an old endpoint
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
     saved = {k: os.environ.get(k) for k in [*env, "AWS_ENDPOINT_URL"]}
     os.environ.update(env)
@@ -58,6 +60,7 @@ def s3():
     os.environ["AWS_ENDPOINT_URL"] = "http://%s:%d" % server.get_host_and_port()
     yield os.environ["AWS_ENDPOINT_URL"]
     server.stop()
+    s3fs.S3FileSystem.clear_instance_cache()
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)

@@ -4,8 +4,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import logging
-import os
 import shutil
 
 import numpy as np
@@ -16,27 +14,6 @@ from PIL import Image
 
 from conftest import SAMPLES
 from jobs.cli import main
-
-
-@pytest.fixture(scope="module")
-def s3():
-    """A moto S3 server on loopback; its endpoint in the environment before Ray starts (workers inherit it)."""
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    saved = {k: os.environ.get(k) for k in [*env, "AWS_ENDPOINT_URL"]}
-    os.environ.update(env)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    os.environ["AWS_ENDPOINT_URL"] = "http://%s:%d" % server.get_host_and_port()
-    yield os.environ["AWS_ENDPOINT_URL"]
-    server.stop()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
 
 
 @pytest.fixture(scope="module")

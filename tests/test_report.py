@@ -5,7 +5,6 @@ in headless Chromium, which must find every section and display every picture.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
