@@ -34,23 +34,58 @@ def parse_storage_options(items: list[str]) -> dict:
     return opts
 
 
-def list_sources(src: str, storage_options: dict) -> list[tuple[str, str]]:
-    """(key, uri) for every file under src, keys relative to it and '/'-separated, sorted."""
+VERSION_FIELDS = ("ETag", "etag", "generation", "md5Hash", "mtime", "LastModified", "updated")
+
+
+def source_version(info: dict) -> str | None:
+    """What the listing says about a file's version (S3 ETag, GCS generation, local mtime), or None."""
+    for field in VERSION_FIELDS:
+        if info.get(field) is not None:
+            return f"{field}={info[field]}"
+    return None
+
+
+def list_sources(src: str, storage_options: dict) -> list[dict]:
+    """{key, source_uri, size, version} for every file under src, keys relative to it, '/'-separated, sorted."""
     from pipeline.archive import open_fs
 
     try:
         fs, root = open_fs(src, storage_options)
         if fs.isfile(root):
-            files, root = [root], posixpath.dirname(root)
+            files, root = {root: fs.info(root)}, posixpath.dirname(root)
         else:
-            files = fs.find(root)
+            files = fs.find(root, detail=True)
     except Exception as e:
         raise RunError(f"cannot list {src}: {type(e).__name__}: {e}") from None
     if not files and not fs.exists(root):
         raise RunError(f"cannot list {src}: no such file or directory")
     protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
     prefix = "" if protocol in ("file", "local") else f"{protocol}://"
-    return [(posixpath.relpath(f, root), prefix + f) for f in sorted(files)]
+    return [{"key": posixpath.relpath(f, root), "source_uri": prefix + f, "size": files[f].get("size"),
+             "version": source_version(files[f])} for f in sorted(files)]
+
+
+def archived_state(fs, root: str) -> dict[str, tuple]:
+    """key -> (source_sha256, source_bytes, source_version) of every key whose current row is ok.
+
+    Only the current row counts: a file changed and then changed back must be done again, because
+    the archive's current row holds the other content.
+    """
+    import pyarrow.compute as pc
+
+    from pipeline.archive import current_rows, read_rows
+
+    rows = current_rows(read_rows(fs, root, ["key", "source_sha256", "source_bytes", "source_version",
+                                             "status", "encoded_at"]))
+    ok = rows.filter(pc.equal(rows["status"], "ok"))
+    return {k: (sha, n, v) for k, sha, n, v in zip(*(ok[c].to_pylist() for c in
+                                                     ("key", "source_sha256", "source_bytes", "source_version")))}
+
+
+def unchanged_by_listing(sources: list[dict], archived: dict[str, tuple]) -> set[str]:
+    """Keys whose size and listed version equal their archived row's: skipped without being read."""
+    return {s["key"] for s in sources if s["version"] is not None and s["key"] in archived
+            and archived[s["key"]][1:] == (s["size"], s["version"])}
 
 
 def check_writable(dst: str, storage_options: dict) -> None:
@@ -67,10 +102,9 @@ def check_writable(dst: str, storage_options: dict) -> None:
 
 
 def compress(args: argparse.Namespace) -> dict:
-    import pyarrow.compute as pc
     import ray
 
-    from pipeline.archive import RUNS, open_fs, read_rows, write_whole
+    from pipeline.archive import RUNS, open_fs, write_whole
     from pipeline.run import LOCAL_ACTOR_CPUS, TASK_CPUS, init_ray, task_slots, threads_per_worker
     from pipeline.sink import ShardSink
     from pipeline.stages import CompressActor, load_batch
@@ -80,10 +114,14 @@ def compress(args: argparse.Namespace) -> dict:
     check_writable(args.dst, opts)
     fs, root = open_fs(args.dst, opts)
     done: frozenset = frozenset()
+    todo = sources
     if args.incremental:
-        rows = read_rows(fs, root, ["key", "source_sha256", "status", "encoded_at"])
-        ok = rows.filter(pc.equal(rows["status"], "ok"))
-        done = frozenset(zip(ok["key"].to_pylist(), ok["source_sha256"].to_pylist()))
+        # Files the listing shows unchanged are not read at all; the rest are read and hashed, and
+        # skipped in load_batch when the content is what the archive holds (e.g. touched files).
+        archived = archived_state(fs, root)
+        skip = unchanged_by_listing(sources, archived)
+        todo = [s for s in sources if s["key"] not in skip]
+        done = frozenset((k, v[0]) for k, v in archived.items())
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
     started = dt.datetime.now(dt.timezone.utc)
     on_cluster = init_ray(args.address)
@@ -91,9 +129,9 @@ def compress(args: argparse.Namespace) -> dict:
     threads = threads_per_worker(workers)
     gpus = args.gpus_per_worker
     written: list[str] = []
-    if sources:
-        ds = ray.data.from_items([{"key": k, "source_uri": u} for k, u in sources],
-                                 override_num_blocks=min(len(sources), 200))
+    if todo:
+        ds = ray.data.from_items([{"key": s["key"], "source_uri": s["source_uri"], "source_version": s["version"] or ""}
+                                  for s in todo], override_num_blocks=min(len(todo), 200))
         ds = ds.map_batches(load_batch, fn_kwargs={"storage_options": opts, "max_pixels": args.max_pixels, "done": done},
                             batch_size=args.batch_size, batch_format="numpy",
                             num_cpus=TASK_CPUS, compute=ray.data.TaskPoolStrategy(size=task_slots(workers)))

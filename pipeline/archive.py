@@ -25,6 +25,7 @@ SCHEMA = pa.schema([
     ("source_uri", pa.string()),
     ("source_bytes", pa.int64()),
     ("source_sha256", pa.string()),
+    ("source_version", pa.string()),    # the listing's ETag / generation / mtime (None in old shards)
     ("source_format", pa.string()),     # Pillow's name: JPEG, PNG, ...
     ("width", pa.int32()),
     ("height", pa.int32()),
@@ -73,6 +74,7 @@ def table_bytes(table: pa.Table) -> bytes:
 
 def shard_paths(fs: fsspec.AbstractFileSystem, root: str) -> list[str]:
     d = posixpath.join(root, SHARDS)
+    fs.invalidate_cache(d)  # s3fs caches listings: shards written since (by other processes) must show
     if not fs.exists(d):
         return []
     return sorted(p for p in fs.ls(d, detail=False) if p.endswith(".parquet") and not posixpath.basename(p).startswith("."))

@@ -26,13 +26,14 @@ def _pixels_sha256(image) -> str:
 
 
 def load_batch(batch: dict, storage_options: dict, max_pixels: int, done: frozenset = frozenset()) -> dict:
-    """Columns in: key, source_uri. Out: the source facts, the decoded image (a pickled SourceImage,
-    passed between our own stages only; empty when it could not be read) and an error.
+    """Columns in: key, source_uri, source_version. Out: the source facts, the decoded image (a pickled
+    SourceImage, passed between our own stages only; empty when it could not be read) and an error.
 
     Rows whose (key, sha256) is in `done` (already archived, unchanged) are left out: nothing to do.
     """
-    out = {k: [] for k in ("key", "source_uri", "source_bytes", "source_sha256", "data", "image", "error")}
-    for key, uri in zip(batch["key"], batch["source_uri"]):
+    out = {k: [] for k in ("key", "source_uri", "source_version", "source_bytes", "source_sha256", "data", "image",
+                           "error")}
+    for key, uri, version in zip(batch["key"], batch["source_uri"], batch["source_version"]):
         data, image, error, sha = b"", None, None, None
         try:
             fs, path = open_fs(uri, storage_options)
@@ -47,6 +48,7 @@ def load_batch(batch: dict, storage_options: dict, max_pixels: int, done: frozen
             error = f"cannot read source: {type(e).__name__}: {e}"
         out["key"].append(key)
         out["source_uri"].append(uri)
+        out["source_version"].append(version or None)
         out["source_bytes"].append(len(data))
         out["source_sha256"].append(sha)
         out["data"].append(data)
@@ -74,7 +76,7 @@ class CompressActor:
     def _row(self, b: dict, i: int) -> dict:
         row = {name: None for name in SCHEMA.names}
         row.update(key=b["key"][i], source_uri=b["source_uri"][i], source_bytes=int(b["source_bytes"][i]),
-                   source_sha256=b["source_sha256"][i], run_id=self.run_id,
+                   source_sha256=b["source_sha256"][i], source_version=b["source_version"][i], run_id=self.run_id,
                    encoded_at=dt.datetime.now(dt.timezone.utc), status="error", error=b["error"][i])
         src = pickle.loads(b["image"][i]) if len(b["image"][i]) else None
         if src is None:

@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
@@ -101,6 +102,40 @@ def test_incremental_skips_unchanged_and_redoes_changed(ray_local, src, tmp_path
     assert "new.png" in current
 
 
+def test_incremental_trusts_the_listing_and_follows_the_current_row(ray_local, src, tmp_path, capsys):
+    """Unchanged size + mtime: not read at all (as rsync). Touched only: read, hashed, skipped.
+    Changed and changed back: done again, because the current row holds the other content."""
+    import os
+
+    out = tmp_path / "archive"
+    assert main(["compress", str(src), str(out), "--workers", "1"]) == 0
+    cat, cup = src / "cat.png", src / "deep" / "er" / "cup.jpg"
+    assert _rows(out)["cat.png"]["source_version"].startswith("mtime=")
+    # Same size and mtime, other bytes: the listing says unchanged, so it is not read (documented rule).
+    stat = cup.stat()
+    data = bytearray(cup.read_bytes())
+    data[-3] ^= 1
+    cup.write_bytes(bytes(data))
+    os.utime(cup, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    os.utime(src / "deep" / "alpha.png")  # touched: new mtime, same content
+    capsys.readouterr()
+    assert main(["compress", str(src), str(out), "--workers", "1", "--incremental"]) == 0
+    assert "3 processed, 4 unchanged" in capsys.readouterr().out  # only the 3 error rows are redone
+    v1 = cat.read_bytes()
+    shutil.copy(SAMPLES / "astronaut.png", cat)
+    assert main(["compress", str(src), str(out), "--workers", "1", "--incremental"]) == 0
+    cat.write_bytes(v1)  # back to the first content, which an older ok row holds
+    capsys.readouterr()
+    assert main(["compress", str(src), str(out), "--workers", "1", "--incremental"]) == 0
+    assert "4 processed, 3 unchanged" in capsys.readouterr().out
+    from pipeline.archive import current_rows, open_fs, read_rows
+
+    fs, root = open_fs(str(out))
+    current = {r["key"]: r for r in current_rows(read_rows(fs, root)).to_pylist()}
+    assert current["cat.png"]["width"] == 451 and current["cat.png"]["status"] == "ok"
+    assert current["cat.png"]["source_sha256"] == hashlib.sha256(v1).hexdigest()
+
+
 def test_more_workers_than_cores_do_not_starve_the_tasks(ray_local, src, tmp_path):
     """4 actors on 2 CPUs: the load and write tasks must still be scheduled (they used to wait forever)."""
     import ray
@@ -161,6 +196,11 @@ def test_s3_round_trip(ray_local, s3, src, tmp_path, capsys):
     assert all(u.startswith("s3://photos/incoming/") for u in table["source_uri"].to_pylist())
     assert fs.glob("photos/archive/runs/*.json")
     assert main(["audit", "s3://photos/archive", "--workers", "1"]) == 0
+    ok = table.filter(pc.equal(table["status"], "ok"))
+    assert all(v.startswith("ETag=") for v in ok["source_version"].to_pylist())
+    capsys.readouterr()  # a nightly rerun reads only the error rows' files again
+    assert main(["compress", "s3://photos/incoming", "s3://photos/archive", "--workers", "1", "--incremental"]) == 0
+    assert "3 processed, 4 unchanged" in capsys.readouterr().out
 
 
 def test_run_level_failures_exit_nonzero(ray_local, src, tmp_path, capsys):
