@@ -104,7 +104,7 @@ def check_writable(dst: str, storage_options: dict) -> None:
 def compress(args: argparse.Namespace) -> dict:
     import ray
 
-    from pipeline.archive import RUNS, open_fs, write_whole
+    from pipeline.archive import RUNS, open_fs, remove_stale_temporaries, write_whole
     from pipeline.run import LOCAL_ACTOR_CPUS, TASK_CPUS, init_ray, task_slots, threads_per_worker
     from pipeline.sink import ShardSink
     from pipeline.stages import CompressActor, load_batch
@@ -113,6 +113,7 @@ def compress(args: argparse.Namespace) -> dict:
     sources = list_sources(args.src, opts)
     check_writable(args.dst, opts)
     fs, root = open_fs(args.dst, opts)
+    removed = remove_stale_temporaries(fs, root)
     done: frozenset = frozenset()
     todo = sources
     if args.incremental:
@@ -147,6 +148,7 @@ def compress(args: argparse.Namespace) -> dict:
         written = sink.written
     summary = summarise(fs, root, run_id, len(sources), started)
     summary["shards"] = written
+    summary["stale_temporaries_removed"] = removed
     write_whole(fs, posixpath.join(root, RUNS, f"{run_id}.json"), json.dumps(summary, indent=1).encode())
     return summary
 

@@ -66,6 +66,23 @@ def write_whole(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
         fs.pipe_file(path, data)  # object stores: a single PUT is atomic
 
 
+def remove_stale_temporaries(fs: fsspec.AbstractFileSystem, root: str, older_than_s: float = 3600) -> int:
+    """Delete the `.tmp-*` files killed runs left in shards/ (local archives only); returns how many.
+
+    Only files older than `older_than_s`: a run writing to the same archive now has younger ones.
+    """
+    import time
+
+    d = posixpath.join(root, SHARDS)
+    if not ("file" in fs.protocol or "local" in fs.protocol) or not fs.exists(d):
+        return 0
+    stale = [i["name"] for i in fs.ls(d, detail=True) if posixpath.basename(i["name"]).startswith(".tmp-")
+             and time.time() - i.get("mtime", time.time()) > older_than_s]
+    for path in stale:
+        fs.rm(path)
+    return len(stale)
+
+
 def table_bytes(table: pa.Table) -> bytes:
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")

@@ -210,3 +210,23 @@ def test_run_level_failures_exit_nonzero(ray_local, src, tmp_path, capsys):
     blocker.write_text("x")
     assert main(["compress", str(src), str(blocker / "archive")]) == 1
     assert "cannot write" in capsys.readouterr().err
+
+
+def test_stale_temporaries_of_killed_runs_are_removed(tmp_path):
+    """A killed run can leave `.tmp-*` files; the next run removes those older than an hour only
+    (a run writing to the same archive right now has younger ones), and never a shard."""
+    import os
+    import time
+
+    from pipeline.archive import open_fs, remove_stale_temporaries
+
+    shards = tmp_path / "archive" / "shards"
+    shards.mkdir(parents=True)
+    for name in (".tmp-a.parquet", ".tmp-b.parquet", "a.parquet"):
+        (shards / name).write_bytes(b"x")
+    old = time.time() - 7200
+    os.utime(shards / ".tmp-a.parquet", (old, old))
+    os.utime(shards / "a.parquet", (old, old))
+    fs, root = open_fs(str(tmp_path / "archive"))
+    assert remove_stale_temporaries(fs, root) == 1
+    assert sorted(p.name for p in shards.iterdir()) == [".tmp-b.parquet", "a.parquet"]
