@@ -122,29 +122,23 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
     d.set_defaults(func=cmd_decode)
 
-    from jobs import compress
+    from jobs import compress, decompress, report
 
-    c = sub.add_parser("compress", help="compress a folder or bucket of images into Parquet shards (Ray Data)")
-    compress.add_arguments(c)
-    c.set_defaults(func=lambda a: _exit(compress.main(a)))
-
-    from jobs import decompress
-
-    dd = sub.add_parser("decompress", help="decode archive rows back to image files (Ray Data)")
-    decompress.add_decompress_arguments(dd)
-    dd.set_defaults(func=lambda a: _exit(decompress.run(decompress.decompress, a)))
-    au = sub.add_parser("audit", help="decode archive rows and verify them; exit 1 on any mismatch")
-    decompress.add_audit_arguments(au)
-    au.set_defaults(func=lambda a: _exit(decompress.run(decompress.audit, a)))
-
-    from jobs import report
-
-    r = sub.add_parser("report", help="rate–distortion report of an archive: report.html, report.md, summary.json")
-    report.add_report_arguments(r)
-    r.set_defaults(func=lambda a: _exit(decompress.run(report.report, a)))
-    i = sub.add_parser("info", help="an archive's headline figures")
-    report.add_info_arguments(i)
-    i.set_defaults(func=lambda a: _exit(decompress.run(report.info, a)))
+    # The Ray jobs: (name, help, its options, its entry point); a RunError is one line and exit 1.
+    for name, text, add, fn in [
+        ("compress", "compress a folder or bucket of images into Parquet shards (Ray Data)", compress.add_arguments,
+         compress.main),
+        ("decompress", "decode archive rows back to image files (Ray Data)", decompress.add_decompress_arguments,
+         decompress.decompress),
+        ("audit", "decode archive rows and verify them; exit 1 on any mismatch", decompress.add_audit_arguments,
+         decompress.audit),
+        ("report", "rate–distortion report of an archive: report.html, report.md, summary.json",
+         report.add_report_arguments, report.report),
+        ("info", "an archive's headline figures", report.add_info_arguments, report.info),
+    ]:
+        job = sub.add_parser(name, help=text)
+        add(job)
+        job.set_defaults(func=lambda a, fn=fn: _exit(compress.run_job(fn, a)))
 
     m = sub.add_parser("models", help="list the model ids this installation can decode")
     m.set_defaults(func=cmd_models)

@@ -209,10 +209,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    print_summary(compress(args))
+    return 0
+
+
+def run_job(fn, args: argparse.Namespace) -> int:
+    """Run a job's entry point; a RunError (the run itself cannot proceed) is one line and exit 1."""
     try:
-        summary = compress(args)
+        return fn(args)
     except RunError as e:
         print(f"tng: error: {e}", file=sys.stderr)
         return 1
-    print_summary(summary)
-    return 0

@@ -142,11 +142,3 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
-
-
-def run(fn, args: argparse.Namespace) -> int:
-    try:
-        return fn(args)
-    except RunError as e:
-        print(f"tng: error: {e}", file=sys.stderr)
-        return 1
