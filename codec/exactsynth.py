@@ -93,6 +93,11 @@ class ExactSynthesis:
     @torch.no_grad()
     def __call__(self, residual: torch.Tensor, mean: torch.Tensor, q_milli: int, device: torch.device) -> torch.Tensor:
         """Pixels (3, H, W) uint8 from one tile's integer residuals and means (1, M, h, w)."""
+        # cuDNN may pick FFT or Winograd algorithms, which are not exact; the native GEMM path is.
+        with torch.backends.cudnn.flags(enabled=False):
+            return self._run(residual, mean, q_milli, device)
+
+    def _run(self, residual: torch.Tensor, mean: torch.Tensor, q_milli: int, device: torch.device) -> torch.Tensor:
         ig = self.inverse_gain(q_milli).to(device).view(1, -1, 1, 1)
         symbols = residual.to(device, torch.float64) * 2**MEAN_FRAC + mean.to(device, torch.float64) * 2**MEAN_FRAC
         x = torch.floor(symbols * ig / 2.0 ** (MEAN_FRAC + GAIN_FRAC - ACT_FRAC) + 0.5).clamp_(-LIM, LIM)
