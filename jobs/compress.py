@@ -16,6 +16,7 @@ import sys
 import uuid
 
 from codec.images import DEFAULT_MAX_PIXELS
+from codec.registry import DEFAULT_MODEL_ID
 
 # pyarrow, fsspec and Ray are imported where used: `tng encode` must not need the pipeline extra.
 
@@ -201,7 +202,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per actor (0: CPU)")
     p.add_argument("--batch-size", type=int, default=8, help="images per batch")
     p.add_argument("--rows-per-shard", type=int, default=1000, help="upper bound of rows in one Parquet shard")
-    p.add_argument("--model", type=int, default=1, help="model id")
+    p.add_argument("--model", type=int, default=DEFAULT_MODEL_ID, help="model id (see `tng models`)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
     p.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
                    help="fsspec storage option for SRC and DST (repeatable), e.g. endpoint_url=http://...")

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from conftest import SAMPLES
+from codec.registry import DEFAULT_MODEL_ID
 from jobs.cli import main
 
 
@@ -72,7 +73,7 @@ def test_compress_every_file_is_one_row(ray_local, src, tmp_path, capsys):
     cat = rows["cat.png"]
     assert cat["bpp"] == pytest.approx(len(cat["bitstream"]) * 8 / (451 * 300))
     assert cat["source_sha256"] == hashlib.sha256((src / "cat.png").read_bytes()).hexdigest()
-    assert cat["width"] == 451 and cat["model_id"] == 1 and cat["psnr"] > 20 and 0 < cat["ms_ssim"] <= 1
+    assert cat["width"] == 451 and cat["model_id"] == DEFAULT_MODEL_ID and cat["psnr"] > 20 and 0 < cat["ms_ssim"] <= 1
     manifest = json.loads(next((out / "runs").glob("*.json")).read_text())
     assert (manifest["listed"], manifest["ok"], manifest["errors"], manifest["codec_source"]) == (7, 4, 3, 1)
     assert manifest["bytes_out"] < manifest["bytes_in"] and "savings" in text
