@@ -35,8 +35,8 @@ class SweepActor:
                 rgb = open_image(f.read(), max_pixels=self.max_pixels).rgb
             out.update(width=rgb.shape[1], height=rgb.shape[0],
                        points=json.dumps(sweep(self.codec, np.ascontiguousarray(rgb), self.encoders)))
-        except (TNGError, OSError, ValueError) as e:
-            out["error"] = f"{type(e).__name__}: {e}" if not isinstance(e, TNGError) else str(e)
+        except Exception as e:  # one image must not stop the study: it is listed with its reason
+            out["error"] = str(e) if isinstance(e, TNGError) else f"{type(e).__name__}: {e}"
         return out
 
 
