@@ -133,7 +133,7 @@ class Codec:
     def _synthesise(self, lm: LoadedModel, residual: torch.Tensor, mean: torch.Tensor, q_milli: int,
                     h: int, w: int) -> np.ndarray:
         """The decoder's pixels, in exact integer arithmetic (codec/exactsynth.py): the same everywhere."""
-        return as_image(lm.synth(residual, mean, q_milli, self.device), h, w)
+        return as_image(lm.synth(residual, mean, q_milli, self.device)[0], h, w)
 
     # -- encoding ---------------------------------------------------------------------------
     def encode(self, image: SourceImage | np.ndarray, quality: float = 4.0, target_psnr: float | None = None,

@@ -92,7 +92,7 @@ class ExactSynthesis:
 
     @torch.no_grad()
     def __call__(self, residual: torch.Tensor, mean: torch.Tensor, q_milli: int, device: torch.device) -> torch.Tensor:
-        """Pixels (3, H, W) uint8 from one tile's integer residuals and means (1, M, h, w)."""
+        """Pixels (B, 3, H, W) uint8 from tiles' integer residuals and means (B, M, h, w)."""
         # cuDNN may pick FFT or Winograd algorithms, which are not exact; the native GEMM path is.
         with torch.backends.cudnn.flags(enabled=False):
             return self._run(residual, mean, q_milli, device)
@@ -106,18 +106,59 @@ class ExactSynthesis:
         for i, layer in enumerate(self.layers):
             if layer[0] == "deconv":
                 _, w, scale, offset, stride, pad, out_pad = layer
-                acc = F.conv_transpose2d(x, w.to(device), None, stride, pad, out_pad)
+                acc = deconv_striped(x, w.to(device), stride, pad, out_pad)
+                del x
                 x = acc.div_(scale.to(device)).add_(offset.to(device))  # real value · 2**ACT_FRAC
                 if i == last:
-                    return x.mul_(255 / 2**ACT_FRAC).add_(0.5).floor_().clamp_(0, 255)[0].to(torch.uint8)
+                    return x.mul_(255 / 2**ACT_FRAC).add_(0.5).floor_().clamp_(0, 255).to(torch.uint8)
                 x = x.add_(0.5).floor_().clamp_(-LIM, LIM)
             else:
                 _, g, unit, beta = layer
-                sq = (x * x).div_(2**ACT_FRAC).add_(0.5).floor_()
-                norm = F.conv2d(sq, g.to(device)).add_(beta.to(device)).div_(unit.to(device)).sqrt_()
-                del sq
-                x = x.mul_(norm).add_(0.5).floor_().clamp_(-LIM, LIM)
+                g, unit, beta = g.to(device), unit.to(device), beta.to(device)
+                for a, b in _stripes(x.shape[2], _rows(x.shape[0] * x.shape[1] * x.shape[3])):
+                    part = x[:, :, a:b]  # in place, a band of rows at a time: bounded temporaries
+                    sq = (part * part).div_(2**ACT_FRAC).add_(0.5).floor_()
+                    norm = F.conv2d(sq, g).add_(beta).div_(unit).sqrt_()
+                    part.mul_(norm).add_(0.5).floor_().clamp_(-LIM, LIM)
         raise AssertionError("the synthesis ends with a transposed convolution")
+
+
+# Working memory of one step, in float64 values: a transposed convolution's column buffer is
+# (C_out·k²) × (input pixels), 1.3 GB for the third layer of a 1024² tile in one piece.
+STRIPE_VALUES = 2**24  # 128 MiB
+
+
+def _rows(values_per_row: int) -> int:
+    return max(1, STRIPE_VALUES // max(1, values_per_row))
+
+
+def _stripes(n: int, rows: int):
+    for a in range(0, n, rows):
+        yield a, min(n, a + rows)
+
+
+def deconv_striped(x: torch.Tensor, w: torch.Tensor, stride: int, pad: int, out_pad: int) -> torch.Tensor:
+    """conv_transpose2d(x, w, None, stride, pad, out_pad), computed in bands of output rows.
+
+    Output row o takes input rows i with stride·i − pad + t = o, t in [0, k). Each band's input rows
+    (with that halo) go through a transposed convolution without vertical padding, and the band's
+    rows are cut from its result. The values are the same as in one piece: the arithmetic is exact.
+    """
+    b, _, h, wd = x.shape
+    cout, k = w.shape[1], w.shape[2]
+    out_h = (h - 1) * stride - 2 * pad + k + out_pad
+    out_w = (wd - 1) * stride - 2 * pad + k + out_pad
+    rows = _rows(b * cout * k * k * wd) * stride  # output rows per band: column buffer ≤ STRIPE_VALUES
+    if rows >= out_h:
+        return F.conv_transpose2d(x, w, None, stride, pad, out_pad)
+    out = torch.empty((b, cout, out_h, out_w), dtype=x.dtype, device=x.device)
+    for oa, ob in _stripes(out_h, rows):
+        ia = max(0, -(-(oa + pad - (k - 1)) // stride))
+        ib = min(h, (ob - 1 + pad) // stride + 1)
+        full = F.conv_transpose2d(x[:, :, ia:ib], w, None, stride, (0, pad), (0, out_pad))
+        r = oa - stride * ia + pad  # full row r is output row stride·ia + r − pad
+        out[:, :, oa:ob] = full[:, :, r : r + ob - oa]
+    return out
 
 
 def as_image(pixels: torch.Tensor, h: int, w: int) -> np.ndarray:

@@ -11,7 +11,7 @@ from PIL import Image, ImageCms
 
 from codec import Codec, Colour, Flag, TNGError, open_image, psnr
 from codec.intnet import ACT_BITS, ACT_MAX, WEIGHT_BITS, HyperSynthesis
-from codec.registry import load_model
+from codec.registry import DEFAULT_MODEL_ID, load_model
 
 
 @pytest.mark.parametrize("h,w", [(1, 1), (1, 200), (3, 2), (63, 65), (97, 150)])
@@ -150,13 +150,38 @@ def test_synthesis_is_exact_integer_arithmetic(codec, small_photo):
     y = codec._analyse(lm.net, small_photo)
     for q in (1.0, 4.25, 8.0):
         _, residual, mean = codec._code(lm, lm.net, y, q)
-        pixels = lm.synth(residual, mean, int(q * 1000), torch.device("cpu"))
+        pixels = lm.synth(residual, mean, int(q * 1000), torch.device("cpu"))[0]
         assert torch.equal(pixels, _synthesis_by_halves(lm.synth, residual, mean, int(q * 1000)))
     # The exact inverse gains are the float model's, to fixed-point precision.
     for q in (1.0, 2.5, 7.999):
         _, ig = lm.net.gains(torch.tensor([q]))
         exact = lm.synth.inverse_gain(int(round(q * 1000))) / 2**16
         assert torch.allclose(exact, ig.flatten().double(), rtol=1e-5, atol=2**-16)
+
+
+@pytest.mark.parametrize("h, w, k, stride, pad, out_pad", [(13, 7, 5, 2, 2, 1), (16, 9, 3, 1, 1, 0), (5, 4, 5, 2, 2, 1)])
+def test_striped_transposed_convolution_equals_one_piece(monkeypatch, h, w, k, stride, pad, out_pad):
+    import codec.exactsynth as es
+
+    g = torch.Generator().manual_seed(h * w)
+    x = torch.randint(-4096, 4096, (2, 6, h, w), generator=g).double()
+    wt = torch.randint(-2047, 2048, (6, 4, k, k), generator=g).double()
+    whole = F.conv_transpose2d(x, wt, None, stride, pad, out_pad)
+    per_input_row = 2 * 4 * k * k * w  # column buffer values
+    for rows in (1, 2, 5):  # bands of `rows` × stride output rows
+        monkeypatch.setattr(es, "STRIPE_VALUES", rows * per_input_row)
+        assert torch.equal(es.deconv_striped(x, wt, stride, pad, out_pad), whole)
+
+
+def test_synthesis_in_bands_gives_the_same_pixels(monkeypatch, codec, small_photo):
+    """The whole synthesis with tiny bands (many stripes per layer) against one piece."""
+    import codec.exactsynth as es
+
+    lm = load_model(DEFAULT_MODEL_ID)
+    _, residual, mean = codec._code(lm, lm.net, codec._analyse(lm.net, small_photo), 3.0)
+    whole = lm.synth(residual, mean, 3000, torch.device("cpu"))
+    monkeypatch.setattr(es, "STRIPE_VALUES", 2**14)
+    assert torch.equal(lm.synth(residual, mean, 3000, torch.device("cpu")), whole)
 
 
 def test_target_psnr_and_bpp(codec, small_photo):
