@@ -1,11 +1,14 @@
-"""Codec speed and memory: encode/decode MP/s on a 768x512 photo, peak memory on a 100 MP image.
+"""Codec speed and memory: encode/decode MP/s on a 768x512 photo, peak memory on a 100 MP image,
+and what batching equal-size images buys (`Codec.encode_batch`).
 
-    .venv/bin/python bench/codec_speed.py [--threads 2] [--runs 5] [--big-mp 100]
+    .venv/bin/python bench/codec_speed.py [--threads 2] [--runs 5] [--big-mp 100] [--batch 16] [--device cuda]
 
 Speed: whole encode (analysis, entropy coding, synthesis for the PSNR, container) and whole decode,
 warm process, median of --runs. Memory: encode and decode of a --big-mp megapixel image each in a
 fresh subprocess, peak RSS (ru_maxrss) minus the RSS of the same process after loading the model.
 The photo is val-photos/001.png from ../shared (centre crop), else a repo sample tiled up.
+Batching: --batch 256x256 crops of the photo, encoded one by one and as one batch (all in one pass
+of the networks), median of --runs each.
 """
 from __future__ import annotations
 
@@ -91,6 +94,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--quality", type=float, default=4)
     ap.add_argument("--big-mp", type=float, default=100)
+    ap.add_argument("--batch", type=int, default=16, help="256x256 images for the batching figure (0: skip)")
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--child", nargs=2)
     a = ap.parse_args()
     if a.child:
@@ -102,7 +107,7 @@ def main() -> None:
 
     torch.set_num_threads(a.threads)
     img, name = photo_768x512()
-    codec = Codec(device="cpu")
+    codec = Codec(device=a.device)
     enc = codec.encode(img, quality=a.quality)  # warm-up
     codec.decode(enc.data)
     te, td = [], []
@@ -118,6 +123,23 @@ def main() -> None:
     print(f"768x512 ({name}) quality {a.quality:g}: {enc.bpp:.3f} bpp, {enc.psnr:.2f} dB")
     print(f"encode: median {statistics.median(te):.3f} s = {mp / statistics.median(te):.2f} MP/s (runs: {', '.join(f'{t:.3f}' for t in te)})")
     print(f"decode: median {statistics.median(td):.3f} s = {mp / statistics.median(td):.2f} MP/s (runs: {', '.join(f'{t:.3f}' for t in td)})")
+    if a.batch > 0:
+        crops = [np.ascontiguousarray(img[(i // 3 % 2) * 256 : (i // 3 % 2) * 256 + 256, (i % 3) * 256 : (i % 3) * 256 + 256])
+                 for i in range(a.batch)]
+        batched = Codec(device=a.device, batch_pixels=a.batch * 256 * 256)
+        batched.encode_batch(crops[:2], quality=a.quality)  # warm-up
+        one, together = [], []
+        for _ in range(a.runs):
+            t = time.perf_counter()
+            for c in crops:
+                codec.encode(c, quality=a.quality)
+            one.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            batched.encode_batch(crops, quality=a.quality)
+            together.append(time.perf_counter() - t)
+        mp = a.batch * 256 * 256 / 1e6
+        m1, m2 = statistics.median(one), statistics.median(together)
+        print(f"{a.batch} x 256x256 encode: one by one {mp / m1:.2f} MP/s, one batch {mp / m2:.2f} MP/s ({m1 / m2:.2f}x)")
     if a.big_mp > 0:
         for what in ("encode", "decode"):
             r = subprocess.run([sys.executable, __file__, "--child", what, str(a.big_mp), "--threads", str(a.threads)],

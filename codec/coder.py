@@ -64,6 +64,21 @@ class Decoded:
         return to_pil(self.rgb, self.alpha, Colour(self.header.colour))
 
 
+class _Job:
+    """One image of an encode_batch call: its tiles, and what has been computed for them so far."""
+
+    def __init__(self, index: int, src: SourceImage, tiles: list[tuple[int, int, int, int]]):
+        self.index, self.src, self.tiles = index, src, tiles
+        self.latents: dict[int, torch.Tensor] = {}
+        self.streams: list[bytes] = [b""] * len(tiles)
+        self.recon: np.ndarray | None = None  # filled tile by tile at a fixed quality
+        self.error: TNGError | None = None
+
+    def fail(self, e: Exception) -> None:
+        self.error = e if isinstance(e, TNGError) else TNGError(f"{type(e).__name__}: {e}")
+        self.latents.clear()
+
+
 def _tiles(height: int, width: int, tile: int):
     for y in range(0, height, tile):
         for x in range(0, width, tile):
@@ -80,16 +95,20 @@ class Codec:
     device: "cpu", "cuda", ... (default: cuda when available). analysis_dtype: torch.float32 or
     torch.bfloat16 for the analysis transform (encoder only; streams decode identically either way).
     model: an already loaded model (registry.load_weights) to use instead of the registry's for its id.
+    batch_pixels: most (padded) pixels that `encode_batch` sends through the networks at once
+    (default: one tile on CPU, where batching gains nothing and memory is scarce; four on a GPU).
     """
 
     def __init__(self, model_id: int = DEFAULT_MODEL_ID, device: str | None = None,
                  analysis_dtype: torch.dtype = torch.float32, tile: int = DEFAULT_TILE,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, model: LoadedModel | None = None):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, model: LoadedModel | None = None,
+                 batch_pixels: int | None = None):
         if tile % STRIDE or not STRIDE <= tile < 2**16:
             raise TNGError(f"tile size must be a multiple of {STRIDE} below 65536, got {tile}")
         self.model_id, self.tile, self.max_pixels = model_id, tile, max_pixels
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.analysis_dtype = analysis_dtype
+        self.batch_pixels = batch_pixels or tile * tile * (1 if self.device.type == "cpu" else 4)
         self._nets: dict[int, torch.nn.Module] = {}
         self._loaded = {model.model_id: model} if model else {}
         if model:
@@ -106,10 +125,11 @@ class Codec:
         return lm, self._nets[model_id]
 
     @torch.no_grad()
-    def _analyse(self, net, rgb: np.ndarray) -> torch.Tensor:
-        h, w = rgb.shape[:2]
-        x = np.pad(rgb, ((0, _padded(h) - h), (0, _padded(w) - w), (0, 0)), mode="edge")
-        x = torch.from_numpy(np.ascontiguousarray(x)).to(self.device).permute(2, 0, 1)[None].float().div_(255)
+    def _analyse(self, net, tiles: list[np.ndarray]) -> torch.Tensor:
+        """Latents (n, M, h, w) of tiles whose padded sizes are equal, in one pass of the network."""
+        hp, wp = _padded(tiles[0].shape[0]), _padded(tiles[0].shape[1])
+        x = np.stack([np.pad(t, ((0, hp - t.shape[0]), (0, wp - t.shape[1]), (0, 0)), mode="edge") for t in tiles])
+        x = torch.from_numpy(x).to(self.device).permute(0, 3, 1, 2).float().div_(255)
         with torch.autocast(self.device.type, dtype=self.analysis_dtype, enabled=self.analysis_dtype != torch.float32):
             return net.g_a(x).float()
 
@@ -119,68 +139,137 @@ class Codec:
         return g, ig
 
     @torch.no_grad()
-    def _code(self, lm: LoadedModel, net, y: torch.Tensor, quality: float) -> tuple[bytes, torch.Tensor, torch.Tensor]:
-        """Quantise and entropy-code one tile's latents. Returns (tile stream, residuals, means) on CPU."""
+    def _code(self, lm: LoadedModel, net, y: torch.Tensor, quality: float) -> tuple[list[bytes], torch.Tensor, torch.Tensor]:
+        """Quantise and entropy-code tiles' latents (n, M, h, w). Returns (one stream per tile, residuals, means) on CPU."""
         gain, _ = self._gains(net, quality)
         yg = y * gain
         z = torch.clamp(torch.round(net.h_a(yg).float()), -Z_RADIUS, Z_RADIUS).cpu().to(torch.int64)
         mean, idx = HyperSynthesis.exact(z, lm.hyper)
         residual = torch.round(yg.cpu().double() - mean).to(torch.int64)
-        index = scale_indexes(idx.numpy()[0])
-        stream = lm.coder.encode(z.numpy()[0], residual.numpy()[0], index)
-        return stream, residual, mean
+        streams = [lm.coder.encode(z[k].numpy(), residual[k].numpy(), scale_indexes(idx[k].numpy())) for k in range(len(z))]
+        return streams, residual, mean
 
-    def _synthesise(self, lm: LoadedModel, residual: torch.Tensor, mean: torch.Tensor, q_milli: int,
-                    h: int, w: int) -> np.ndarray:
-        """The decoder's pixels, in exact integer arithmetic (codec/exactsynth.py): the same everywhere."""
-        return as_image(lm.synth(residual, mean, q_milli, self.device)[0], h, w)
+    def _synthesise(self, lm: LoadedModel, residual: torch.Tensor, mean: torch.Tensor, q_milli: int) -> torch.Tensor:
+        """The decoder's pixels (n, 3, H, W), in exact integer arithmetic (codec/exactsynth.py): the same everywhere."""
+        return lm.synth(residual, mean, q_milli, self.device)
 
     # -- encoding ---------------------------------------------------------------------------
     def encode(self, image: SourceImage | np.ndarray, quality: float = 4.0, target_psnr: float | None = None,
                target_bpp: float | None = None) -> Encoded:
         """Encode at a quality in [1, 8], or the quality that meets target_psnr (dB) / target_bpp."""
-        src = image if isinstance(image, SourceImage) else _from_array(image)
-        if src.width * src.height > self.max_pixels:
-            raise TNGError(f"image of {src.width}x{src.height} = {src.width * src.height} pixels exceeds the pixel limit of {self.max_pixels} (--max-pixels)")
-        lm, net = self._model(self.model_id)
-        tiles = list(_tiles(src.height, src.width, self.tile))
-        meta = [src.exif or b"", src.icc_profile or b"", _alpha_png(src.alpha)]
-        # A search over quality reuses each tile's latents; a single pass streams tile by tile.
+        out = self.encode_batch([image], quality, target_psnr, target_bpp)[0]
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    def encode_batch(self, images: list[SourceImage | np.ndarray], quality: float = 4.0,
+                     target_psnr: float | None = None, target_bpp: float | None = None) -> list[Encoded | TNGError]:
+        """Encode several images as `encode` does, one result per image in order: an Encoded, or the
+        TNGError that image alone raised. Tiles of equal size, of one image or of several, go through
+        the networks together, up to `batch_pixels` at a time (the gain is on GPUs; on CPU a batch
+        costs what its images cost one by one)."""
+        if target_psnr is not None and target_bpp is not None:
+            raise TNGError("give either a target PSNR or a target bpp, not both")
         searching = target_psnr is not None or target_bpp is not None
-        cache: dict[int, torch.Tensor] = {}
+        if not searching and not MIN_QUALITY <= quality <= MAX_QUALITY:
+            raise TNGError(f"quality must be between {MIN_QUALITY:g} and {MAX_QUALITY:g}, got {quality:g}")
+        lm, net = self._model(self.model_id)
+        jobs: list[_Job] = []
+        results: list[Encoded | TNGError | None] = [None] * len(images)
+        for i, image in enumerate(images):
+            try:
+                src = image if isinstance(image, SourceImage) else _from_array(image)
+            except TNGError as e:
+                results[i] = e
+                continue
+            if src.width * src.height > self.max_pixels:
+                results[i] = TNGError(f"image of {src.width}x{src.height} = {src.width * src.height} pixels exceeds the pixel limit of {self.max_pixels} (--max-pixels)")
+            else:
+                jobs.append(_Job(i, src, list(_tiles(src.height, src.width, self.tile))))
+        # A fixed quality codes each batch of tiles through to pixels; a search keeps the latents
+        # (2.5 bytes per pixel) and tries qualities image by image.
+        q_milli = int(round(quality * 1000))
+        for batch in self._batches(jobs):
+            try:
+                self._run_batch(lm, net, batch, None if searching else q_milli)
+            except Exception as e:  # a failure of the batch is found out image by image
+                if len(batch) == 1:
+                    batch[0][0].fail(e)
+                    continue
+                for item in batch:
+                    try:
+                        self._run_batch(lm, net, [item], None if searching else q_milli)
+                    except Exception as e1:
+                        item[0].fail(e1)
+        for job in jobs:
+            if job.error is None:
+                try:
+                    results[job.index] = self._finish(lm, net, job, q_milli, target_psnr, target_bpp)
+                except Exception as e:
+                    job.fail(e)
+            if job.error is not None:
+                results[job.index] = job.error
+        return results
 
-        def latent(i: int) -> torch.Tensor:
-            if i in cache:
-                return cache[i]
-            y, x, h, w = tiles[i]
-            lat = self._analyse(net, src.rgb[y : y + h, x : x + w])
-            if searching:
-                cache[i] = lat
-            return lat
+    def _batches(self, jobs: list[_Job]):
+        """(job, tile index) lists of equal padded tile size, at most batch_pixels each (at least one tile)."""
+        groups: dict[tuple[int, int], list[tuple[_Job, int]]] = {}
+        for job in jobs:
+            for t, (_, _, h, w) in enumerate(job.tiles):
+                groups.setdefault((_padded(h), _padded(w)), []).append((job, t))
+        for (hp, wp), items in groups.items():
+            per = max(1, self.batch_pixels // (hp * wp))
+            for k in range(0, len(items), per):
+                yield items[k : k + per]
 
-        def attempt(q: float, reconstruct: bool = True) -> Encoded:
-            q_milli = int(round(q * 1000))
-            q = q_milli / 1000
-            streams, recon = [], np.empty_like(src.rgb) if reconstruct else None
-            for i, (y, x, h, w) in enumerate(tiles):
-                stream, residual, mean = self._code(lm, net, latent(i), q)
-                streams.append(stream)
-                if reconstruct:
-                    recon[y : y + h, x : x + w] = self._synthesise(lm, residual, mean, q_milli, h, w)
+    def _run_batch(self, lm: LoadedModel, net, batch: list[tuple[_Job, int]], q_milli: int | None) -> None:
+        """Latents of a batch of tiles; with a quality, also their streams and reconstructions."""
+        tiles = []
+        for job, t in batch:
+            y, x, h, w = job.tiles[t]
+            tiles.append(job.src.rgb[y : y + h, x : x + w])
+        lat = self._analyse(net, tiles)
+        if q_milli is None:
+            for k, (job, t) in enumerate(batch):
+                job.latents[t] = lat[k : k + 1]
+            return
+        streams, residual, mean = self._code(lm, net, lat, q_milli / 1000)
+        pixels = self._synthesise(lm, residual, mean, q_milli)
+        for k, (job, t) in enumerate(batch):
+            y, x, h, w = job.tiles[t]
+            if job.recon is None:
+                job.recon = np.empty_like(job.src.rgb)
+            job.streams[t] = streams[k]
+            job.recon[y : y + h, x : x + w] = as_image(pixels[k], h, w)
+
+    def _finish(self, lm: LoadedModel, net, job: _Job, q_milli: int, target_psnr: float | None,
+                target_bpp: float | None) -> Encoded:
+        """The image's file: from its coded tiles, or by a search over quality on its latents."""
+        src, meta = job.src, [job.src.exif or b"", job.src.icc_profile or b"", _alpha_png(job.src.alpha)]
+
+        def pack(q_milli: int, streams: list[bytes], recon: np.ndarray | None) -> Encoded:
             header = container.Header(lm.model_id, lm.digest, src.width, src.height, int(src.colour),
                                       int(src.flags), q_milli, self.tile)
             data = container.pack(header, meta + streams)
-            quality_psnr = psnr(src.rgb, recon) if reconstruct else float("nan")
-            return Encoded(data, q, src.width, src.height, len(data) * 8 / (src.width * src.height), quality_psnr, recon)
+            quality_psnr = psnr(src.rgb, recon) if recon is not None else float("nan")
+            return Encoded(data, q_milli / 1000, src.width, src.height, len(data) * 8 / (src.width * src.height),
+                           quality_psnr, recon)
 
         if target_psnr is None and target_bpp is None:
-            if not MIN_QUALITY <= quality <= MAX_QUALITY:
-                raise TNGError(f"quality must be between {MIN_QUALITY:g} and {MAX_QUALITY:g}, got {quality:g}")
-            return attempt(quality)
-        if target_psnr is not None and target_bpp is not None:
-            raise TNGError("give either a target PSNR or a target bpp, not both")
+            return pack(q_milli, job.streams, job.recon)
+
+        def attempt(q: float, reconstruct: bool = True) -> Encoded:
+            q_milli = int(round(q * 1000))
+            streams, recon = [], np.empty_like(src.rgb) if reconstruct else None
+            for t, (y, x, h, w) in enumerate(job.tiles):
+                stream, residual, mean = self._code(lm, net, job.latents[t], q_milli / 1000)
+                streams += stream
+                if reconstruct:
+                    recon[y : y + h, x : x + w] = as_image(self._synthesise(lm, residual, mean, q_milli)[0], h, w)
+            return pack(q_milli, streams, recon)
+
         if target_psnr is not None:
-            return _bisect(lambda q: attempt(q), lambda e: e.psnr >= target_psnr, want_low=True)
+            return _bisect(attempt, lambda e: e.psnr >= target_psnr, want_low=True)
         # bpp needs no reconstruction while searching; the final choice gets one.
         found = _bisect(lambda q: attempt(q, reconstruct=False), lambda e: e.bpp <= target_bpp, want_low=False)
         final = attempt(found.quality)
@@ -220,8 +309,8 @@ class Codec:
                 raise
             except Exception as e:  # constriction rejects some impossible streams itself
                 raise TNGError(f"corrupt file: tile stream does not decode ({e})") from None
-            rgb[y : y + h, x : x + w] = self._synthesise(lm, torch.from_numpy(residual)[None], mean,
-                                                         header.quality_milli, h, w)
+            pixels = self._synthesise(lm, torch.from_numpy(residual)[None], mean, header.quality_milli)
+            rgb[y : y + h, x : x + w] = as_image(pixels[0], h, w)
         exif, icc = bytes(sections[0]) or None, bytes(sections[1]) or None
         return Decoded(header, rgb, alpha, exif, icc)
 
@@ -234,7 +323,7 @@ class Codec:
         bits = 0.0
         for y, x, h, w in _tiles(src.height, src.width, self.tile):
             gain, _ = self._gains(net, quality)
-            yg = self._analyse(net, src.rgb[y : y + h, x : x + w]) * gain
+            yg = self._analyse(net, [src.rgb[y : y + h, x : x + w]]) * gain
             z = torch.clamp(torch.round(net.h_a(yg).float()), -Z_RADIUS, Z_RADIUS)
             bits -= torch.log2(net.z_prior.likelihood(z.cpu())).sum().item()
             mean, idx = HyperSynthesis.exact(z.cpu().to(torch.int64), lm.hyper)

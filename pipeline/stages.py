@@ -2,7 +2,8 @@
 all per-image failures are caught here and become `status='error'` rows with the reason.
 
 - `load_batch` (tasks): read each file through fsspec, hash it, decode and validate the image.
-- `CompressActor` (actor pool): holds the model; encodes, measures, builds the archive row.
+- `CompressActor` (actor pool): holds the model; encodes a batch (tiles of equal size share network
+  passes, see `Codec.encode_batch`), measures, builds the archive rows.
 - `DecodeActor` (actor pool): decodes archive rows for `decompress` and `audit`.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from codec.images import to_pil
 from .archive import SCHEMA, open_fs
 
 MSSSIM_MAX_PIXELS = 16_000_000
+CHUNK_PIXELS = 16_000_000  # a compress actor decodes and encodes at most about this many source pixels at once
 
 
 def _pixels_sha256(image) -> str:
@@ -70,25 +72,39 @@ class CompressActor:
         self.quality, self.target_psnr, self.run_id = quality, target_psnr, run_id
 
     def __call__(self, batch: dict) -> dict:
-        rows = [self._row(batch, i) for i in range(len(batch["key"]))]
+        n = len(batch["key"])
+        rows = [self._row(batch, i) for i in range(n)]
+        sources: dict[int, object] = {}
+        for i in range(n):
+            if len(batch["image"][i]):
+                src = sources[i] = pickle.loads(batch["image"][i])
+                rows[i].update(source_format=src.source_format, width=src.width, height=src.height,
+                               mode=src.source_mode, exif=src.exif, icc_profile=src.icc_profile)
+            pixels = sum(s.width * s.height for s in sources.values())
+            if sources and (pixels >= CHUNK_PIXELS or i == n - 1):
+                self._encode(batch, rows, sources)
+                sources = {}
         return {name: np.array([r[name] for r in rows], dtype=object) for name in SCHEMA.names}
+
+    def _encode(self, batch: dict, rows: list[dict], sources: dict) -> None:
+        try:  # equal-size tiles of these images go through the networks together
+            encoded = self.codec.encode_batch(list(sources.values()), quality=self.quality, target_psnr=self.target_psnr)
+        except Exception as e:
+            encoded = [e] * len(sources)
+        for (i, src), enc in zip(sources.items(), encoded):
+            if isinstance(enc, Exception):  # one image must not stop the job; record why
+                rows[i]["error"] = f"encode failed: {enc}" if isinstance(enc, TNGError) else f"encode failed: {type(enc).__name__}: {enc}"
+            else:
+                self._encoded(rows[i], src, batch["data"][i], enc)
 
     def _row(self, b: dict, i: int) -> dict:
         row = {name: None for name in SCHEMA.names}
         row.update(key=b["key"][i], source_uri=b["source_uri"][i], source_bytes=int(b["source_bytes"][i]),
                    source_sha256=b["source_sha256"][i], source_version=b["source_version"][i], run_id=self.run_id,
                    encoded_at=dt.datetime.now(dt.timezone.utc), status="error", error=b["error"][i])
-        src = pickle.loads(b["image"][i]) if len(b["image"][i]) else None
-        if src is None:
-            return row
-        row.update(source_format=src.source_format, width=src.width, height=src.height, mode=src.source_mode,
-                   exif=src.exif, icc_profile=src.icc_profile)
-        try:
-            enc = self.codec.encode(src, quality=self.quality, target_psnr=self.target_psnr)
-        except Exception as e:  # one image must not stop the job; record why
-            row["error"] = f"encode failed: {e}" if isinstance(e, TNGError) else f"encode failed: {type(e).__name__}: {e}"
-            return row
-        data = b["data"][i]
+        return row
+
+    def _encoded(self, row: dict, src, data: bytes, enc) -> None:
         if len(enc.data) < len(data):
             decoded = to_pil(enc.reconstruction, src.alpha, src.colour)
             # MS-SSIM works in float64 on the whole image: skipped above MSSSIM_MAX_PIXELS to bound memory.
@@ -100,7 +116,6 @@ class CompressActor:
             row.update(codec="source", bitstream=data, decoded_sha256=row["source_sha256"])
         row.update(bitstream_bytes=len(row["bitstream"]), bpp=len(row["bitstream"]) * 8 / (src.width * src.height),
                    quality=enc.quality, model_id=self.codec.model_id, status="ok", error=None)
-        return row
 
 
 class DecodeActor:

@@ -12,6 +12,7 @@ from PIL import Image, ImageCms
 from codec import Codec, Colour, Flag, TNGError, open_image, psnr
 from codec.intnet import ACT_BITS, ACT_MAX, WEIGHT_BITS, HyperSynthesis
 from codec.registry import DEFAULT_MODEL_ID, load_model
+from conftest import sample_rgb
 
 
 @pytest.mark.parametrize("h,w", [(1, 1), (1, 200), (3, 2), (63, 65), (97, 150)])
@@ -147,7 +148,7 @@ def test_synthesis_is_exact_integer_arithmetic(codec, small_photo):
     """Decoded pixels must not depend on summation order (threads, BLAS, CPU kind, GPU)."""
     lm = load_model(1)
     assert max(lm.synth.bounds) < 2**53
-    y = codec._analyse(lm.net, small_photo)
+    y = codec._analyse(lm.net, [small_photo])
     for q in (1.0, 4.25, 8.0):
         _, residual, mean = codec._code(lm, lm.net, y, q)
         pixels = lm.synth(residual, mean, int(q * 1000), torch.device("cpu"))[0]
@@ -178,7 +179,7 @@ def test_synthesis_in_bands_gives_the_same_pixels(monkeypatch, codec, small_phot
     import codec.exactsynth as es
 
     lm = load_model(DEFAULT_MODEL_ID)
-    _, residual, mean = codec._code(lm, lm.net, codec._analyse(lm.net, small_photo), 3.0)
+    _, residual, mean = codec._code(lm, lm.net, codec._analyse(lm.net, [small_photo]), 3.0)
     whole = lm.synth(residual, mean, 3000, torch.device("cpu"))
     monkeypatch.setattr(es, "STRIPE_VALUES", 2**14)
     assert torch.equal(lm.synth(residual, mean, 3000, torch.device("cpu")), whole)
@@ -235,3 +236,49 @@ def test_metadata_and_flags_travel(codec, small_photo):
     s16 = open_image(_png(sixteen))
     dec = codec.decode(codec.encode(s16).data)
     assert Flag(dec.header.flags) & Flag.REDUCED_16BIT and Colour(dec.header.colour) == Colour.GRAY
+
+
+def _photo_crops(sizes):
+    rgb = sample_rgb("chelsea.png")
+    return [np.ascontiguousarray(rgb[i * 7 : i * 7 + h, i * 11 : i * 11 + w]) for i, (h, w) in enumerate(sizes)]
+
+
+def test_encode_batch_groups_equal_tiles_and_matches_single_encodes(monkeypatch):
+    codec = Codec(device="cpu", batch_pixels=10 * 128 * 128)
+    images = _photo_crops([(100, 120), (128, 97), (70, 200), (110, 128)])  # three pad to 128x128, one to 128x256
+    calls = []
+    analyse = Codec._analyse
+    monkeypatch.setattr(Codec, "_analyse", lambda self, net, tiles: calls.append(len(tiles)) or analyse(self, net, tiles))
+    out = codec.encode_batch(images + [np.zeros((2, 2), np.uint8)], quality=3.5)
+    assert sorted(calls) == [1, 3]
+    assert isinstance(out[-1], TNGError) and "expected an (H, W, 3) uint8 array" in str(out[-1])
+    for rgb, enc in zip(images, out):
+        single = Codec(device="cpu").encode(rgb, quality=3.5)
+        assert (enc.width, enc.height, enc.quality) == (rgb.shape[1], rgb.shape[0], 3.5)
+        assert np.array_equal(codec.decode(enc.data).rgb, enc.reconstruction)  # what decoders will see
+        assert abs(len(enc.data) - len(single.data)) <= 0.01 * len(single.data) + 8
+        assert enc.psnr == pytest.approx(single.psnr, abs=0.05) and enc.psnr == pytest.approx(psnr(rgb, enc.reconstruction))
+
+
+def test_encode_batch_isolates_a_failing_image(monkeypatch):
+    """A failure inside a batch is retried image by image: only the image that fails gets an error."""
+    codec = Codec(device="cpu", batch_pixels=8 * 128 * 128, max_pixels=100 * 130)
+    images = _photo_crops([(100, 120), (100, 120), (100, 120)])
+    images[1][:] = 13  # the image that makes the network fail
+    analyse = Codec._analyse
+
+    def flaky(self, net, tiles):
+        if any((t == 13).all() for t in tiles):
+            raise RuntimeError("out of memory (simulated)")
+        return analyse(self, net, tiles)
+
+    monkeypatch.setattr(Codec, "_analyse", flaky)
+    too_big = np.zeros((120, 120, 3), np.uint8)
+    out = codec.encode_batch(images + [too_big], target_psnr=28)
+    assert isinstance(out[1], TNGError) and "out of memory (simulated)" in str(out[1])
+    assert isinstance(out[3], TNGError) and "pixel limit" in str(out[3])
+    for k in (0, 2):
+        assert out[k].psnr >= 28 and out[k].target_met
+        assert np.array_equal(codec.decode(out[k].data).rgb, out[k].reconstruction)
+    with pytest.raises(TNGError, match="out of memory"):
+        codec.encode(images[1], quality=2)
