@@ -231,3 +231,29 @@ def test_stale_temporaries_of_killed_runs_are_removed(tmp_path):
     fs, root = open_fs(str(tmp_path / "archive"))
     assert remove_stale_temporaries(fs, root) == 1
     assert sorted(p.name for p in shards.iterdir()) == [".tmp-b.parquet", "a.parquet"]
+
+
+def test_compress_actor_encodes_a_batch_in_bounded_chunks(src, monkeypatch):
+    """The actor alone (no Ray): every row of a batch comes out, in order, whether its images are
+    encoded together or, with a small CHUNK_PIXELS, a few at a time."""
+    from codec import Codec
+    from pipeline import stages
+
+    keys = sorted(str(p.relative_to(src)) for p in src.rglob("*") if p.is_file())
+    batch = stages.load_batch({"key": keys, "source_uri": [str(src / k) for k in keys], "source_version": [""] * len(keys)},
+                              {}, 10_000_000)
+    calls = []
+    encode_batch = Codec.encode_batch
+    monkeypatch.setattr(Codec, "encode_batch", lambda self, images, **kw: calls.append(len(images)) or encode_batch(self, images, **kw))
+    actor = stages.CompressActor(4.0, None, DEFAULT_MODEL_ID, "run", threads=2, device="cpu")
+    whole = actor(batch)
+    assert calls == [4]  # the four readable images, at once
+    calls.clear()
+    monkeypatch.setattr(stages, "CHUNK_PIXELS", 20_000)  # a chunk closes at 20,000 pixels: [cat], [alpha, cup], [small]
+    chunked = actor(batch)
+    assert calls == [1, 2, 1]
+    assert list(whole["key"]) == list(chunked["key"]) == keys
+    for name in ("status", "codec", "error", "width", "bitstream_bytes", "decoded_sha256"):
+        assert list(whole[name]) == list(chunked[name]), name
+    status = dict(zip(whole["key"], whole["status"]))
+    assert [k for k in keys if status[k] == "ok"] == ["cat.png", "deep/alpha.png", "deep/er/cup.jpg", "small.jpg"]
