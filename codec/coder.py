@@ -96,7 +96,9 @@ class Codec:
     torch.bfloat16 for the analysis transform (encoder only; streams decode identically either way).
     model: an already loaded model (registry.load_weights) to use instead of the registry's for its id.
     batch_pixels: most (padded) pixels that `encode_batch` sends through the networks at once
-    (default: one tile on CPU, where batching gains nothing and memory is scarce; four on a GPU).
+    (default: four tiles' worth on a GPU; on CPU one tile at a time, as batches ran slower there:
+    16 images of 256² at 0.65x on 2 cores, bench/codec_speed.py --batch, their working set
+    outgrowing the caches).
     """
 
     def __init__(self, model_id: int = DEFAULT_MODEL_ID, device: str | None = None,
@@ -108,7 +110,7 @@ class Codec:
         self.model_id, self.tile, self.max_pixels = model_id, tile, max_pixels
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.analysis_dtype = analysis_dtype
-        self.batch_pixels = batch_pixels or tile * tile * (1 if self.device.type == "cpu" else 4)
+        self.batch_pixels = batch_pixels or (1 if self.device.type == "cpu" else 4 * tile * tile)
         self._nets: dict[int, torch.nn.Module] = {}
         self._loaded = {model.model_id: model} if model else {}
         if model:
@@ -166,8 +168,7 @@ class Codec:
                      target_psnr: float | None = None, target_bpp: float | None = None) -> list[Encoded | TNGError]:
         """Encode several images as `encode` does, one result per image in order: an Encoded, or the
         TNGError that image alone raised. Tiles of equal size, of one image or of several, go through
-        the networks together, up to `batch_pixels` at a time (the gain is on GPUs; on CPU a batch
-        costs what its images cost one by one)."""
+        the networks together, up to `batch_pixels` at a time (a gain on GPUs only)."""
         if target_psnr is not None and target_bpp is not None:
             raise TNGError("give either a target PSNR or a target bpp, not both")
         searching = target_psnr is not None or target_bpp is not None

@@ -200,7 +200,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--incremental", action="store_true", help="skip keys already archived with the same content")
     p.add_argument("--workers", type=int, default=2, help="codec actors (model copies)")
     p.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per actor (0: CPU)")
-    p.add_argument("--batch-size", type=int, default=8, help="images per batch; tiles of equal size in a batch share network passes (GPU: four 1024² tiles at once)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per batch; on a GPU, tiles of equal size in a batch share network passes (four 1024² tiles at once)")
     p.add_argument("--rows-per-shard", type=int, default=1000, help="upper bound of rows in one Parquet shard")
     p.add_argument("--model", type=int, default=DEFAULT_MODEL_ID, help="model id (see `tng models`)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
