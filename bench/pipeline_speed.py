@@ -41,12 +41,13 @@ def child_loop(images: Path, threads: int, quality: float, udfs: bool) -> dict:
 
     from codec import Codec, open_image
     from codec.images import DEFAULT_MAX_PIXELS
+    from codec.registry import DEFAULT_MODEL_ID
     from pipeline.stages import CompressActor, load_batch
 
     torch.set_num_threads(threads)
     t = time.perf_counter()
     if udfs:
-        actor = CompressActor(quality=quality, target_psnr=None, model_id=1, run_id="bench", threads=threads)
+        actor = CompressActor(quality=quality, target_psnr=None, model_id=DEFAULT_MODEL_ID, run_id="bench", threads=threads)
         codec = actor.codec
     else:
         codec = Codec(device="cpu")
@@ -56,7 +57,7 @@ def child_loop(images: Path, threads: int, quality: float, udfs: bool) -> dict:
     for path in sorted(images.iterdir()):
         t = time.perf_counter()
         if udfs:
-            actor(load_batch({"key": [path.name], "source_uri": [str(path)]}, {}, DEFAULT_MAX_PIXELS))
+            actor(load_batch({"key": [path.name], "source_uri": [str(path)], "source_version": [""]}, {}, DEFAULT_MAX_PIXELS))
         else:
             codec.encode(open_image(path.read_bytes()), quality=quality)
         times.append(time.perf_counter() - t)
