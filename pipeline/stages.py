@@ -91,7 +91,9 @@ class CompressActor:
             encoded = self.codec.encode_batch(list(sources.values()), quality=self.quality, target_psnr=self.target_psnr)
         except Exception as e:
             encoded = [e] * len(sources)
+        done = dt.datetime.now(dt.timezone.utc)
         for (i, src), enc in zip(sources.items(), encoded):
+            rows[i]["encoded_at"] = done
             if isinstance(enc, Exception):  # one image must not stop the job; record why
                 rows[i]["error"] = f"encode failed: {enc}" if isinstance(enc, TNGError) else f"encode failed: {type(enc).__name__}: {enc}"
             else:
