@@ -75,15 +75,16 @@ class CompressActor:
         n = len(batch["key"])
         rows = [self._row(batch, i) for i in range(n)]
         sources: dict[int, object] = {}
+        pixels = 0
         for i in range(n):
             if len(batch["image"][i]):
                 src = sources[i] = pickle.loads(batch["image"][i])
+                pixels += src.width * src.height
                 rows[i].update(source_format=src.source_format, width=src.width, height=src.height,
                                mode=src.source_mode, exif=src.exif, icc_profile=src.icc_profile)
-            pixels = sum(s.width * s.height for s in sources.values())
             if sources and (pixels >= CHUNK_PIXELS or i == n - 1):
                 self._encode(batch, rows, sources)
-                sources = {}
+                sources, pixels = {}, 0
         return {name: np.array([r[name] for r in rows], dtype=object) for name in SCHEMA.names}
 
     def _encode(self, batch: dict, rows: list[dict], sources: dict) -> None:
