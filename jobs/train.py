@@ -1,9 +1,9 @@
 """`tng train`: rate–distortion training of the TNG model on a folder of images.
 
 Each step draws random crops with random flips from images decoded once into memory, samples one
-quality per crop (continuous, uniform in [1, 8]: a bias towards high qualities left quality 1 at
-0.5 bpp on photos, above the 0.1–1.5 bpp range the codec is measured over),
-and minimises λ(q)·255²·MSE + bpp. CUDA when present; bf16 autocast on request (it is slower
+quality per crop (`sample_qualities`: every integer level weighs the same; a bias towards high
+qualities had left quality 1 at 0.5 bpp on photos, above the 0.1–1.5 bpp range the codec is
+measured over), and minimises λ(q)·255²·MSE + bpp. CUDA when present; bf16 autocast on request (it is slower
 than fp32 on CPUs without AVX-512 BF16, such as this project's AVX2 machines). A checkpoint is written
 every few minutes and at the end; `--resume` continues it, including the learning-rate schedule,
 which is a function of the fraction of the time (or step) budget spent. With --val, the weights
@@ -103,6 +103,16 @@ def random_batch(images: list[np.ndarray], batch: int, crop: int, rng: random.Ra
             c = c[::-1]
         out[i] = c
     return torch.from_numpy(out).permute(0, 3, 1, 2)
+
+
+def sample_qualities(n: int, device: str | torch.device) -> torch.Tensor:
+    """n continuous qualities in [1, LEVELS], each integer level with the same share of the samples.
+
+    Uniform in [0.5, LEVELS + 0.5], clamped: a level's samples are those within ½ of it, so the end
+    levels, which plain uniform [1, LEVELS] gives half as many (and half the gradient to their gain
+    vectors), are trained as much as the others.
+    """
+    return (0.5 + LEVELS * torch.rand(n, device=device)).clamp_(1, LEVELS)
 
 
 def learning_rate(base: float, progress: float) -> float:
@@ -257,7 +267,7 @@ def fit(args: argparse.Namespace, replicas: Replicas | None = None) -> dict:
         for g in opt.param_groups:
             g["lr"] = lr
         x = random_batch(images, args.batch, args.crop, rng).to(device).float().div_(255)
-        q = 1 + (LEVELS - 1) * torch.rand(args.batch, device=device)
+        q = sample_qualities(args.batch, device)
         stats.append(train_step(net, opt, x, q, args.bf16))
         step += 1
         elapsed = rep.from_rank0(start_elapsed + time.time() - start_time)

@@ -92,3 +92,14 @@ def test_two_ray_workers_keep_identical_weights_and_resume_both_ways(tmp_path, c
         assert result["step"] == final["step"] == 8 and result["digests"] == [weights_digest(final["model"])] * 2
     finally:
         ray.shutdown()
+
+
+def test_quality_samples_weigh_every_level_the_same():
+    from jobs.train import sample_qualities
+
+    torch.manual_seed(0)
+    q = sample_qualities(200_000, "cpu")
+    assert q.min() == 1 and q.max() == 8
+    # A level's share: the samples nearest to it (within ½); end levels as many as the others.
+    share = torch.bincount(q.round().long(), minlength=9)[1:].double() / len(q)
+    assert torch.allclose(share, torch.full((8,), 1 / 8, dtype=torch.double), atol=0.005), share
