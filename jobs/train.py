@@ -3,12 +3,13 @@
 Each step draws random crops with random flips from images decoded once into memory, samples one
 quality per crop (`sample_qualities`: every integer level weighs the same; a bias towards high
 qualities had left quality 1 at 0.5 bpp on photos, above the 0.1–1.5 bpp range the codec is
-measured over), and minimises λ(q)·255²·MSE + bpp. CUDA when present; bf16 autocast on request (it is slower
-than fp32 on CPUs without AVX-512 BF16, such as this project's AVX2 machines). A checkpoint is written
-every few minutes and at the end; `--resume` continues it, including the learning-rate schedule,
-which is a function of the fraction of the time (or step) budget spent. With --val, the weights
-are exported every few minutes and validation images are coded to real bitstreams; the results go
-to OUT/validation.csv (quality against steps and wall-clock). --init fine-tunes shipped weights.
+measured over), and minimises λ(q)·255²·MSE + bpp. CUDA when present; bf16 autocast on request
+(it is slower than fp32 on CPUs without AVX-512 BF16, such as this project's AVX2 machines).
+A checkpoint is written every few minutes and at the end; `--resume` continues it, including the
+learning-rate schedule, which is a function of the fraction of the time (or step) budget spent.
+With --val, the weights are exported every few minutes and validation images are coded to real
+bitstreams; the results go to OUT/validation.csv (quality against steps and wall-clock). --init
+fine-tunes shipped weights.
 With --workers N the same loop runs on N Ray Train workers under DDP (jobs/train_ray.py), and the
 checkpoints are the same, so a run can be resumed in either mode.
 """
