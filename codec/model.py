@@ -11,7 +11,9 @@ Training uses additive noise for the rate and straight-through rounding for the 
 """
 from __future__ import annotations
 
+import bisect
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -20,8 +22,12 @@ from .intnet import HyperSynthesis, ste_round
 from .layers import GDN, FactorizedDensity
 
 LEVELS = 8
-# λ of each integer quality level, log-spaced; loss = λ·255²·MSE + bpp.
-LAMBDAS = tuple(0.0018 * (0.13 / 0.0018) ** (i / (LEVELS - 1)) for i in range(LEVELS))
+# λ of each integer quality level, log-spaced; loss = λ·255²·MSE + bpp. The range reaches down so
+# that quality 1 lands near 0.1 bpp on photos, the bottom of the range the codec is measured over.
+# A weights file records the table its gains were trained for ("lambdas"); files without one are
+# models 1–4, trained with LEGACY_LAMBDAS (their quality 1 sat at 0.35 bpp on photos).
+LAMBDAS = tuple(0.0003 * (0.13 / 0.0003) ** (i / (LEVELS - 1)) for i in range(LEVELS))
+LEGACY_LAMBDAS = tuple(0.0018 * (0.13 / 0.0018) ** (i / (LEVELS - 1)) for i in range(LEVELS))
 
 # Scale table of the Gaussian conditional: SCALE_MIN·exp(SCALE_STEP·i), i = 0..SCALE_LEVELS-1.
 SCALE_LEVELS = 64
@@ -49,6 +55,20 @@ def lambda_at(q: torch.Tensor) -> torch.Tensor:
     """λ for (fractional) qualities q in [1, 8], geometric between the levels."""
     logs = torch.log(torch.tensor(LAMBDAS, device=q.device))
     return torch.exp(_interp(logs, q))
+
+
+def remap_levels(table: torch.Tensor, old: Sequence[float], new: Sequence[float]) -> torch.Tensor:
+    """Per-level rows (LEVELS, ...) trained for the λ table `old`, moved to the λ table `new`:
+    linear in log λ between old levels, continued along the end segments beyond them (fine-tuning
+    starts from there; gains are log-linear in log λ to a good approximation)."""
+    x = [math.log(v) for v in old]
+    rows = []
+    for lam in new:
+        t = math.log(lam)
+        k = min(max(bisect.bisect_left(x, t), 1), len(x) - 1)  # segment (k-1, k), the nearest one outside
+        f = (t - x[k - 1]) / (x[k] - x[k - 1])
+        rows.append(table[k - 1] + (table[k] - table[k - 1]) * f)
+    return torch.stack(rows)
 
 
 def _interp(table: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

@@ -26,10 +26,10 @@ from .entropy import EntropyCoder, scale_tables, z_tables
 from .errors import TNGError
 from .exactsynth import ExactSynthesis
 from .intnet import WEIGHT_BITS
-from .model import Z_RADIUS, TNGModel
+from .model import LAMBDAS, LEGACY_LAMBDAS, Z_RADIUS, TNGModel
 
 SHIPPED_DIR = Path(__file__).parent / "weights"
-DEFAULT_MODEL_ID = 4  # the best shipped model (BENCHMARKS.md); every id stays decodable
+DEFAULT_MODEL_ID = 5  # the best shipped model (BENCHMARKS.md); every id stays decodable
 WEIGHTS_FORMAT = "tng-weights-1"
 
 
@@ -43,6 +43,13 @@ class LoadedModel:
     coder: EntropyCoder
     metadata: dict[str, str]
     synth: ExactSynthesis  # the decoder's integer synthesis, derived from net at load
+
+    @property
+    def lambdas(self) -> tuple[float, ...]:
+        """The λ of each quality level the gains were trained for (training only; decoding never needs it)."""
+        if "lambdas" not in self.metadata:
+            return LEGACY_LAMBDAS
+        return tuple(float(v) for v in self.metadata["lambdas"].split(","))
 
 
 def _weight_files() -> dict[int, Path]:
@@ -129,6 +136,7 @@ def export_weights(state: dict[str, torch.Tensor], n: int, m: int, model_id: int
     tables, offsets = scale_tables()
     out["y_tables"] = torch.from_numpy(tables)
     out["y_offsets"] = torch.from_numpy(offsets)
-    meta = {"format": WEIGHTS_FORMAT, "model_id": str(model_id), "name": name, "n": str(n), "m": str(m)}
+    meta = {"format": WEIGHTS_FORMAT, "model_id": str(model_id), "name": name, "n": str(n), "m": str(m),
+            "lambdas": ",".join(repr(v) for v in LAMBDAS)}  # the table training used (model.LAMBDAS)
     meta.update(extra_metadata or {})
     save_file({k: v.contiguous() for k, v in out.items()}, str(path), metadata=meta)

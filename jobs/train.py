@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from codec.images import IMAGE_EXTENSIONS
-from codec.model import LEVELS, STRIDE, TNGModel, lambda_at
+from codec.model import LAMBDAS, LEVELS, STRIDE, TNGModel, lambda_at, remap_levels
 
 
 def load_images(root: str, max_side: int = 2048, limit: int = 0) -> list[np.ndarray]:
@@ -212,6 +212,11 @@ def fit(args: argparse.Namespace, replicas: Replicas | None = None) -> dict:
         init = load_weights(args.init) if args.init.endswith(".safetensors") else load_model(int(args.init))
         model = TNGModel(init.net.n, init.net.m)
         model.load_state_dict(init.net.state_dict())
+        if init.lambdas != LAMBDAS:  # gains trained for another λ table (models 1–4): move them to ours
+            with torch.no_grad():
+                for p in (model.log_gain, model.log_inv_gain):
+                    p.copy_(remap_levels(p, init.lambdas, LAMBDAS))
+            say(f"gain vectors moved from λ {init.lambdas[0]:.4g}–{init.lambdas[-1]:.4g} to {LAMBDAS[0]:.4g}–{LAMBDAS[-1]:.4g}")
         model = model.train().requires_grad_(True).to(device)
         say(f"initialised from model {init.model_id} ({init.name})")
     else:

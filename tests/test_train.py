@@ -49,11 +49,33 @@ def test_fine_tune_from_shipped_weights(tmp_path, capsys):
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(data / "a.png")
     assert main(["train", str(data), str(tmp_path / "ft"), "--steps", "2", "--batch", "1", "--crop", "64",
                  "--init", "1", "--log-every", "1"]) == 0
-    assert "initialised from model 1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "initialised from model 1" in out
     ck = torch.load(tmp_path / "ft" / "last.pt", weights_only=True)
-    from codec.registry import load_model
+    from codec.model import LAMBDAS, LEGACY_LAMBDAS, remap_levels
+    from codec.registry import export_weights, load_model, load_weights
 
-    assert (ck["n"], ck["m"]) == (load_model(1).net.n, load_model(1).net.m)
+    m1 = load_model(1)
+    assert (ck["n"], ck["m"]) == (m1.net.n, m1.net.m)
+    # Model 1 was trained for the legacy λ table: its gains start from their place in the current one
+    # (two Adam steps of lr 3e-4 move them by at most 6e-4 more).
+    assert m1.lambdas == LEGACY_LAMBDAS and "gain vectors moved" in out
+    moved = remap_levels(m1.net.log_gain, LEGACY_LAMBDAS, LAMBDAS)
+    assert torch.allclose(ck["model"]["log_gain"], moved, atol=1e-3)
+    # Weights exported now record the table they were trained for.
+    export_weights(ck["model"], ck["n"], ck["m"], 99, tmp_path / "ft.safetensors", "ft")
+    assert load_weights(tmp_path / "ft.safetensors").lambdas == LAMBDAS
+
+
+def test_remap_levels_is_linear_in_log_lambda():
+    from codec.model import remap_levels
+
+    old = (1.0, 2.0, 4.0)
+    table = torch.tensor([[0.0, 10.0], [1.0, 20.0], [3.0, 20.0]])
+    assert torch.equal(remap_levels(table, old, old), table)
+    moved = remap_levels(table, old, (0.5, 2 ** 0.5, 2.0, 2 ** 1.5, 8.0))
+    expected = [[-1.0, 0.0], [0.5, 15.0], [1.0, 20.0], [2.0, 20.0], [5.0, 20.0]]  # ends: continued segments
+    assert torch.allclose(moved, torch.tensor(expected))
 
 
 def test_two_ray_workers_keep_identical_weights_and_resume_both_ways(tmp_path, capsys):
