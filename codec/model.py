@@ -26,8 +26,12 @@ LEVELS = 8
 # that quality 1 lands near 0.1 bpp on photos, the bottom of the range the codec is measured over.
 # A weights file records the table its gains were trained for ("lambdas"); files without one are
 # models 1–4, trained with LEGACY_LAMBDAS (their quality 1 sat at 0.35 bpp on photos).
-LAMBDAS = tuple(0.0003 * (0.13 / 0.0003) ** (i / (LEVELS - 1)) for i in range(LEVELS))
-LEGACY_LAMBDAS = tuple(0.0018 * (0.13 / 0.0018) ** (i / (LEVELS - 1)) for i in range(LEVELS))
+def _log_spaced(lo: float, hi: float) -> tuple[float, ...]:
+    return tuple(lo * (hi / lo) ** (i / (LEVELS - 1)) for i in range(LEVELS))
+
+
+LAMBDAS = _log_spaced(0.0003, 0.13)
+LEGACY_LAMBDAS = _log_spaced(0.0018, 0.13)
 
 # Scale table of the Gaussian conditional: SCALE_MIN·exp(SCALE_STEP·i), i = 0..SCALE_LEVELS-1.
 SCALE_LEVELS = 64

@@ -49,7 +49,13 @@ class LoadedModel:
         """The λ of each quality level the gains were trained for (training only; decoding never needs it)."""
         if "lambdas" not in self.metadata:
             return LEGACY_LAMBDAS
-        return tuple(float(v) for v in self.metadata["lambdas"].split(","))
+        try:
+            table = tuple(float(v) for v in self.metadata["lambdas"].split(","))
+        except ValueError:
+            table = ()
+        if len(table) != len(LAMBDAS) or not all(0 < a < b for a, b in zip(table, table[1:])):
+            raise TNGError(f"weights of model {self.model_id} ({self.name}): bad λ table {self.metadata['lambdas']!r}")
+        return table
 
 
 def _weight_files() -> dict[int, Path]:

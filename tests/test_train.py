@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -64,7 +65,13 @@ def test_fine_tune_from_shipped_weights(tmp_path, capsys):
     assert torch.allclose(ck["model"]["log_gain"], moved, atol=1e-3)
     # Weights exported now record the table they were trained for.
     export_weights(ck["model"], ck["n"], ck["m"], 99, tmp_path / "ft.safetensors", "ft")
-    assert load_weights(tmp_path / "ft.safetensors").lambdas == LAMBDAS
+    ft = load_weights(tmp_path / "ft.safetensors")
+    assert ft.lambdas == LAMBDAS
+    from codec import TNGError
+
+    ft.metadata["lambdas"] = "0.1,oops"  # a damaged table is named, not a bare ValueError
+    with pytest.raises(TNGError, match="bad λ table"):
+        ft.lambdas
 
 
 def test_remap_levels_is_linear_in_log_lambda():
