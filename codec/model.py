@@ -7,7 +7,8 @@
 
 One model serves every quality q in [1, 8]: per-channel gain vectors (Cui et al. 2021) for the eight
 integer levels, interpolated geometrically in between, trained each for its own λ.
-Training uses additive noise for the rate and straight-through rounding for the reconstruction.
+Training uses straight-through rounding for the reconstruction, and additive noise for the rate (or,
+for fine-tuning, the rounded latents' own rate).
 """
 from __future__ import annotations
 
@@ -107,23 +108,27 @@ class TNGModel(nn.Module):
         ig = torch.exp(_interp(self.log_inv_gain, q))
         return g[:, :, None, None], ig[:, :, None, None]
 
-    def forward(self, x: torch.Tensor, q: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, q: torch.Tensor, rounded_rate: bool = False) -> dict[str, torch.Tensor]:
         """Training pass. x in [0, 1], (B, 3, H, W) with H, W multiples of STRIDE; q (B,) in [1, 8].
 
-        Returns x_hat and per-image bits (B,) of y and z (estimated from the likelihoods).
+        Returns x_hat and per-image bits (B,) of y and z, estimated from the likelihoods of the noisy
+        latents (additive uniform noise, the usual relaxation), or with rounded_rate of the rounded
+        ones the coder codes (straight-through gradients). The noisy estimate overstates the rate of
+        near-zero latents: for model 5 on photo crops, 2.65x the coded rate at quality 1, 1.26x at
+        quality 4, 1.03x at quality 8; fine-tuning on it misjudges the low rates.
         """
         gain, inv_gain = self.gains(q)
         y = self.g_a(x).float() * gain
         z = self.h_a(y).float()
-        z_noisy = z + torch.empty_like(z).uniform_(-0.5, 0.5)
-        bits_z = -torch.log2(self.z_prior.likelihood(z_noisy)).sum((1, 2, 3))
         z_hat = clamp_ste(ste_round(z), -Z_RADIUS, Z_RADIUS)
+        z_rate = z_hat if rounded_rate else z + torch.empty_like(z).uniform_(-0.5, 0.5)
+        bits_z = -torch.log2(self.z_prior.likelihood(z_rate)).sum((1, 2, 3))
         mean, idx = self.h_s(z_hat)
         scale = SCALE_MIN * torch.exp(SCALE_STEP * clamp_ste(idx, 0, SCALE_LEVELS - 1))
-        r_noisy = y - mean + torch.empty_like(y).uniform_(-0.5, 0.5)
-        bits_y = -torch.log2(gaussian_likelihood(r_noisy, scale)).sum((1, 2, 3))
-        y_hat = (ste_round(y - mean) + mean) * inv_gain
-        x_hat = self.g_s(y_hat).float()
+        r_hat = ste_round(y - mean)
+        r_rate = r_hat if rounded_rate else y - mean + torch.empty_like(y).uniform_(-0.5, 0.5)
+        bits_y = -torch.log2(gaussian_likelihood(r_rate, scale)).sum((1, 2, 3))
+        x_hat = self.g_s((r_hat + mean) * inv_gain).float()
         return {"x_hat": x_hat, "bits_y": bits_y, "bits_z": bits_z}
 
 

@@ -29,7 +29,7 @@ from .intnet import WEIGHT_BITS
 from .model import LAMBDAS, LEGACY_LAMBDAS, Z_RADIUS, TNGModel
 
 SHIPPED_DIR = Path(__file__).parent / "weights"
-DEFAULT_MODEL_ID = 5  # the best shipped model (BENCHMARKS.md); every id stays decodable
+DEFAULT_MODEL_ID = 6  # the best shipped model (BENCHMARKS.md); every id stays decodable
 WEIGHTS_FORMAT = "tng-weights-1"
 
 
