@@ -3,10 +3,10 @@
 Each step draws random crops with random flips from images decoded once into memory, samples one
 quality per crop (`sample_qualities`: every integer level weighs the same; a bias towards high
 qualities had left quality 1 at 0.5 bpp on photos, above the 0.1–1.5 bpp range the codec is
-measured over), and minimises λ(q)·255²·MSE + bpp, each crop's loss divided by the running loss
-of its level (`LevelBalance`). The rate is that of noisy latents, or with --rate rounded (for
-fine-tuning) that of the rounded latents the coder codes. CUDA when present; bf16 autocast on request
-(it is slower than fp32 on CPUs without AVX-512 BF16, such as this project's AVX2 machines).
+measured over), and minimises λ(q)·255²·MSE + bpp. The rate is that of noisy latents, or with
+--rate rounded (for fine-tuning) that of the rounded latents the coder codes. CUDA when present;
+bf16 autocast on request (it is slower than fp32 on CPUs without AVX-512 BF16, such as this
+project's AVX2 machines).
 A checkpoint is written every few minutes and at the end; `--resume` continues it, including the
 learning-rate schedule, which is a function of the fraction of the time (or step) budget spent.
 With --val, the weights are exported every few minutes and validation images are coded to real
@@ -164,60 +164,19 @@ def weights_digest(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-class LevelBalance:
-    """Weights that make every quality level count by its relative loss change, as BD-rate counts it.
-
-    A plain sum of λ·MSE + bpp over the qualities is dominated by the high ones (quality 8's loss is
-    about ten times quality 1's), and the parts every level shares (h_a, the hyper-latent prior) then
-    trade a large relative loss at quality 1 for a small one at quality 8: a fine-tune that did so lost
-    3.8 BD-rate points while its training loss fell (BENCHMARKS.md). Each crop's loss is divided by a
-    running mean of the loss at its level, so a 1 % change weighs the same at every level.
-    """
-
-    def __init__(self, decay: float = 0.99, state: list[float] | None = None):
-        self.decay = decay
-        self.mean = torch.tensor(state if state else [float("nan")] * LEVELS, dtype=torch.float64)
-
-    def weights(self, q: torch.Tensor) -> torch.Tensor:
-        """Per-crop weights for qualities q: 1/(running loss of the nearest level), scaled so that
-        their geometric mean over the levels is 1 (the loss keeps its usual size); 1 until seen."""
-        m = self.mean.clone()
-        seen = ~torch.isnan(m)
-        if not seen.any():
-            return torch.ones_like(q)
-        m[~seen] = m[seen].log().mean().exp()
-        w = m.log().mean().exp() / m
-        return w.to(q)[(q.detach().round().long() - 1).clamp(0, LEVELS - 1)]
-
-    def update(self, q: torch.Tensor, losses: torch.Tensor) -> None:
-        level = (q.detach().round().long() - 1).clamp(0, LEVELS - 1).cpu()
-        losses = losses.detach().double().cpu()
-        for i in level.unique().tolist():
-            v = losses[level == i].mean()
-            old = self.mean[i]
-            self.mean[i] = v if torch.isnan(old) else self.decay * old + (1 - self.decay) * v
-
-    def state(self) -> list[float]:
-        return self.mean.tolist()
-
-
 def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, q: torch.Tensor,
-               bf16: bool, balance: LevelBalance | None = None, rounded_rate: bool = False) -> tuple[float, float, float]:
-    """One optimiser step on λ(q)·255²·MSE + bpp, each crop weighted by `balance`; returns the
-    batch's unweighted (loss, bpp, PSNR)."""
+               bf16: bool, rounded_rate: bool = False) -> tuple[float, float, float]:
+    """One optimiser step on λ(q)·255²·MSE + bpp; returns (loss, bpp, PSNR) of the batch."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         r = model(x, q, rounded_rate=rounded_rate)
     mse = ((r["x_hat"] - x) ** 2).mean((1, 2, 3))
     bpp = (r["bits_y"] + r["bits_z"]) / (x.shape[2] * x.shape[3])
-    losses = lambda_at(q) * 255**2 * mse + bpp
-    weights = balance.weights(q) if balance else torch.ones_like(q)
+    loss = (lambda_at(q) * 255**2 * mse + bpp).mean()
     opt.zero_grad(set_to_none=True)
-    (losses * weights).mean().backward()  # under DDP this also averages the gradients over the ranks
+    loss.backward()  # under DDP this also averages the gradients over the ranks
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
-    if balance:
-        balance.update(q, losses)
-    return losses.mean().item(), bpp.mean().item(), (10 * torch.log10(1 / mse.clamp_min(1e-10))).mean().item()
+    return loss.item(), bpp.mean().item(), (10 * torch.log10(1 / mse.clamp_min(1e-10))).mean().item()
 
 
 def train(args: argparse.Namespace) -> dict:
@@ -266,7 +225,6 @@ def fit(args: argparse.Namespace, replicas: Replicas | None = None) -> dict:
         model = TNGModel(args.n, args.m).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     step, elapsed = 0, 0.0
-    balance = LevelBalance()
     out = Path(args.out)
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -274,7 +232,6 @@ def fit(args: argparse.Namespace, replicas: Replicas | None = None) -> dict:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         step, elapsed = int(ck["step"]), float(ck["elapsed"])
-        balance = LevelBalance(state=ck.get("level_loss"))
         rng.seed(crop_seed(args.seed, rep.rank, step))
         say(f"resumed {args.resume} at step {step} ({elapsed / 60:.1f} min)")
     if rep.rank:
@@ -288,7 +245,7 @@ def fit(args: argparse.Namespace, replicas: Replicas | None = None) -> dict:
     def save(path: Path) -> None:
         tmp = path.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                    "elapsed": elapsed, "n": model.n, "m": model.m, "level_loss": balance.state()}, tmp)
+                    "elapsed": elapsed, "n": model.n, "m": model.m}, tmp)
         os.replace(tmp, path)  # a crash mid-write never leaves a broken checkpoint
 
     def budget_progress() -> float:
@@ -319,7 +276,7 @@ def fit(args: argparse.Namespace, replicas: Replicas | None = None) -> dict:
             g["lr"] = lr
         x = random_batch(images, args.batch, args.crop, rng).to(device).float().div_(255)
         q = sample_qualities(args.batch, device)
-        stats.append(train_step(net, opt, x, q, args.bf16, balance, args.rate == "rounded"))
+        stats.append(train_step(net, opt, x, q, args.bf16, args.rate == "rounded"))
         step += 1
         elapsed = rep.from_rank0(start_elapsed + time.time() - start_time)
         if step % args.log_every == 0:

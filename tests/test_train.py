@@ -107,7 +107,7 @@ def test_two_ray_workers_keep_identical_weights_and_resume_both_ways(tmp_path, c
         # Every rank hashed its own weights after the last step: DDP kept them bit-identical, and
         # rank 0 saved exactly those, in the single-process format.
         ck = torch.load(out / "last.pt", weights_only=True)
-        assert set(ck) == {"model", "optimizer", "step", "elapsed", "n", "m", "level_loss"} and ck["step"] == 4
+        assert set(ck) == {"model", "optimizer", "step", "elapsed", "n", "m"} and ck["step"] == 4
         assert result["step"] == 4 and result["digests"] == [weights_digest(ck["model"])] * 2
         # A 2-worker checkpoint resumes in one process...
         assert main(["train", *common, "--steps", "6", "--resume", str(out / "last.pt")]) == 0
@@ -132,25 +132,6 @@ def test_quality_samples_weigh_every_level_the_same():
     # A level's share: the samples nearest to it (within ½); end levels as many as the others.
     share = torch.bincount(q.round().long(), minlength=9)[1:].double() / len(q)
     assert torch.allclose(share, torch.full((8,), 1 / 8, dtype=torch.double), atol=0.005), share
-
-
-def test_level_balance_weighs_each_level_by_its_relative_loss():
-    from jobs.train import LevelBalance
-
-    bal = LevelBalance(decay=0.5)
-    q = torch.tensor([1.0, 1.2, 4.0, 7.6])
-    assert torch.equal(bal.weights(q), torch.ones(4))  # nothing seen yet: the plain sum
-    bal.update(torch.tensor([1.0, 1.3, 8.0]), torch.tensor([0.1, 0.3, 4.0]))
-    m = torch.tensor(bal.state())
-    assert m[0] == pytest.approx(0.2) and m[7] == pytest.approx(4.0) and m[1:7].isnan().all()
-    w = bal.weights(q)
-    # Quality 1 (and 1.2, nearest level 1) weighs 20x quality 8 (7.6 -> 8): a 1 % change counts the
-    # same at both; unseen levels take the geometric mean, so the weights' geometric mean is 1.
-    assert w[0] == w[1] and w[0] / w[3] == pytest.approx(20.0) and w[2] == pytest.approx(1.0)
-    bal.update(torch.tensor([1.0]), torch.tensor([0.6]))
-    assert bal.state()[0] == pytest.approx(0.5 * 0.2 + 0.5 * 0.6)  # a running mean
-    # A resumed run starts from the saved means.
-    assert LevelBalance(state=bal.state()).weights(q).tolist() == bal.weights(q).tolist()
 
 
 def test_rounded_rate_is_the_rate_of_the_coded_latents_and_trains():
