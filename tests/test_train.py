@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -157,3 +158,22 @@ def test_rounded_rate_is_the_rate_of_the_coded_latents_and_trains():
     assert net.g_a[0].weight.grad.abs().sum() > 0 and net.h_a[0].weight.grad.abs().sum() > 0
     assert net.z_prior.biases[0].grad.abs().sum() > 0
 
+
+def test_rounded_rate_predicts_the_file_size_and_the_noisy_estimate_does_not(codec):
+    from codec.registry import DEFAULT_MODEL_ID, load_model
+
+    sample = Path(__file__).parents[1] / "samples" / "astronaut.png"
+    rgb = np.asarray(Image.open(sample).convert("RGB"))[:256, 128:384].copy()
+    net = load_model(DEFAULT_MODEL_ID).net  # the default model, as the codec fixture codes with
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for q in (1.0, 8.0):
+            size = len(codec.encode(rgb, quality=q).data)
+            rounded = net(x, torch.tensor([q]), rounded_rate=True)
+            noisy = net(x, torch.tensor([q]))
+            est, est_noisy = ((r["bits_y"] + r["bits_z"]).item() / 8 for r in (rounded, noisy))
+            # The coded bytes: the estimate plus the header and scale-table rounding (tens of bytes).
+            assert est < size < est * 1.03 + 64, (q, est, size)
+            if q == 1.0:  # at low rates the noisy estimate is far off (2.65x on photo crops)
+                assert est_noisy > 1.5 * size, (est_noisy, size)
