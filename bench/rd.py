@@ -92,7 +92,7 @@ def environment(args, n_images: int, megapixels: float) -> dict:
         "machine": f"{platform.node()}: {cpu}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}",
         "command": shlex.join([sys.executable, *sys.argv]),
         "tng_model_path": os.environ.get("TNG_MODEL_PATH"),
-        "threads": args.threads,
+        "threads": args.threads, "tng_refine_steps": args.refine,
         "images": n_images, "megapixels": megapixels, "folder": str(args.folder),
         "tng_model": f"id {lm.model_id} '{lm.name}', weights digest {lm.digest.hex()}",
         "software": f"Python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}, "
@@ -183,6 +183,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--pil-qualities", default=PIL_QUALITIES, help="JPEG/WebP/AVIF qualities, comma-separated")
     ap.add_argument("--threads", type=int, default=2, help="torch threads and AVIF encoder threads")
     ap.add_argument("--model-id", type=int, default=DEFAULT_MODEL_ID, help="TNG model id")
+    ap.add_argument("--refine", type=int, default=0, help="TNG encoder refinement steps per image (tng encode --refine)")
     return ap.parse_args(argv)
 
 
@@ -201,7 +202,7 @@ def main(argv=None) -> None:
     encoders = rd.pillow_encoders(args.threads)
     if "AVIF" not in encoders:
         print("note: Pillow has no AVIF support (features.check('avif') is False); AVIF skipped")
-    codec = Codec(model_id=args.model_id, device="cpu")
+    codec = Codec(model_id=args.model_id, device="cpu", refine=args.refine)
     print(f"{len(paths)} images; TNG qualities {tng_q}; {', '.join(encoders)} qualities {pil_q}")
 
     results = []

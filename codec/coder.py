@@ -30,7 +30,8 @@ from .exactsynth import as_image
 from .images import DEFAULT_MAX_PIXELS, Colour, Flag, SourceImage, to_pil
 from .intnet import ACT_BITS, HyperSynthesis
 from .metrics import psnr
-from .model import LEVELS, SCALE_LEVELS, SCALE_MIN, SCALE_STEP, STRIDE, Z_RADIUS, gaussian_likelihood
+from .model import LEVELS, SCALE_LEVELS, SCALE_MIN, SCALE_STEP, STRIDE, Z_RADIUS, gaussian_likelihood, lambda_at
+from .refine import refine_latents
 from .registry import DEFAULT_MODEL_ID, LoadedModel, load_model
 
 DEFAULT_TILE = 1024
@@ -99,17 +100,22 @@ class Codec:
     (default: four tiles' worth on a GPU; on CPU one tile at a time, as batches ran slower there:
     16 images of 256² at 0.65x on 2 cores, bench/codec_speed.py --batch, their working set
     outgrowing the caches).
+    refine: steps of encoder-side refinement of each tile's latents (codec/refine.py): smaller files at
+    equal quality, at the cost of that many passes of the synthesis and its gradient per tile.
     """
 
     def __init__(self, model_id: int = DEFAULT_MODEL_ID, device: str | None = None,
                  analysis_dtype: torch.dtype = torch.float32, tile: int = DEFAULT_TILE,
                  max_pixels: int = DEFAULT_MAX_PIXELS, model: LoadedModel | None = None,
-                 batch_pixels: int | None = None):
+                 batch_pixels: int | None = None, refine: int = 0):
         if tile % STRIDE or not STRIDE <= tile < 2**16:
             raise TNGError(f"tile size must be a multiple of {STRIDE} below 65536, got {tile}")
         self.model_id, self.tile, self.max_pixels = model_id, tile, max_pixels
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.analysis_dtype = analysis_dtype
+        if refine < 0:
+            raise TNGError(f"refine steps must be 0 or more, got {refine}")
+        self.refine = refine
         self.batch_pixels = batch_pixels or (1 if self.device.type == "cpu" else 4 * tile * tile)
         self._nets: dict[int, torch.nn.Module] = {}
         self._loaded = {model.model_id: model} if model else {}
@@ -126,12 +132,19 @@ class Codec:
             self._nets[model_id] = net
         return lm, self._nets[model_id]
 
-    @torch.no_grad()
-    def _analyse(self, net, tiles: list[np.ndarray]) -> torch.Tensor:
-        """Latents (n, M, h, w) of tiles whose padded sizes are equal, in one pass of the network."""
+    def _pixels(self, tiles: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tiles of equal padded size as (n, 3, H, W) in [0, 1], edge-padded, and the (n, 1, H, W) mask of their own pixels."""
         hp, wp = _padded(tiles[0].shape[0]), _padded(tiles[0].shape[1])
         x = np.stack([np.pad(t, ((0, hp - t.shape[0]), (0, wp - t.shape[1]), (0, 0)), mode="edge") for t in tiles])
         x = torch.from_numpy(x).to(self.device).permute(0, 3, 1, 2).float().div_(255)
+        valid = torch.zeros(len(tiles), 1, hp, wp, device=self.device)
+        for k, t in enumerate(tiles):
+            valid[k, :, : t.shape[0], : t.shape[1]] = 1
+        return x, valid
+
+    @torch.no_grad()
+    def _analyse(self, net, x: torch.Tensor) -> torch.Tensor:
+        """Latents (n, M, h, w) of padded tiles (n, 3, H, W), in one pass of the network."""
         with torch.autocast(self.device.type, dtype=self.analysis_dtype, enabled=self.analysis_dtype != torch.float32):
             return net.g_a(x).float()
 
@@ -141,11 +154,18 @@ class Codec:
         return g, ig
 
     @torch.no_grad()
-    def _code(self, lm: LoadedModel, net, y: torch.Tensor, quality: float) -> tuple[list[bytes], torch.Tensor, torch.Tensor]:
-        """Quantise and entropy-code tiles' latents (n, M, h, w). Returns (one stream per tile, residuals, means) on CPU."""
-        gain, _ = self._gains(net, quality)
-        yg = y * gain
-        z = torch.clamp(torch.round(net.h_a(yg).float()), -Z_RADIUS, Z_RADIUS).cpu().to(torch.int64)
+    def _code(self, lm: LoadedModel, net, y: torch.Tensor, quality: float,
+              pixels: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[list[bytes], torch.Tensor, torch.Tensor]:
+        """Quantise and entropy-code tiles' latents (n, M, h, w), refined first against the tiles'
+        pixels (`_pixels`, needed then) when the codec refines. Returns (one stream per tile, residuals, means) on CPU."""
+        gain, inv_gain = self._gains(net, quality)
+        if self.refine:
+            lam = lambda_at(torch.tensor([quality]), lm.lambdas).item() * 255**2
+            yg, z = refine_latents(net, *pixels, y, gain, inv_gain, lam, self.refine)
+        else:
+            yg = y * gain
+            z = net.h_a(yg).float()
+        z = torch.clamp(torch.round(z), -Z_RADIUS, Z_RADIUS).cpu().to(torch.int64)
         mean, idx = HyperSynthesis.exact(z, lm.hyper)
         residual = torch.round(yg.cpu().double() - mean).to(torch.int64)
         streams = [lm.coder.encode(z[k].numpy(), residual[k].numpy(), scale_indexes(idx[k].numpy())) for k in range(len(z))]
@@ -229,12 +249,13 @@ class Codec:
         for job, t in batch:
             y, x, h, w = job.tiles[t]
             tiles.append(job.src.rgb[y : y + h, x : x + w])
-        lat = self._analyse(net, tiles)
+        inputs = self._pixels(tiles)
+        lat = self._analyse(net, inputs[0])
         if q_milli is None:
             for k, (job, t) in enumerate(batch):
                 job.latents[t] = lat[k : k + 1]
             return
-        streams, residual, mean = self._code(lm, net, lat, q_milli / 1000)
+        streams, residual, mean = self._code(lm, net, lat, q_milli / 1000, inputs)
         pixels = self._synthesise(lm, residual, mean, q_milli)
         for k, (job, t) in enumerate(batch):
             y, x, h, w = job.tiles[t]
@@ -263,7 +284,8 @@ class Codec:
             q_milli = int(round(q * 1000))
             streams, recon = [], np.empty_like(src.rgb) if reconstruct else None
             for t, (y, x, h, w) in enumerate(job.tiles):
-                stream, residual, mean = self._code(lm, net, job.latents[t], q_milli / 1000)
+                inputs = self._pixels([src.rgb[y : y + h, x : x + w]]) if self.refine else None
+                stream, residual, mean = self._code(lm, net, job.latents[t], q_milli / 1000, inputs)
                 streams += stream
                 if reconstruct:
                     recon[y : y + h, x : x + w] = as_image(self._synthesise(lm, residual, mean, q_milli)[0], h, w)
@@ -324,7 +346,7 @@ class Codec:
         bits = 0.0
         for y, x, h, w in _tiles(src.height, src.width, self.tile):
             gain, _ = self._gains(net, quality)
-            yg = self._analyse(net, [src.rgb[y : y + h, x : x + w]]) * gain
+            yg = self._analyse(net, self._pixels([src.rgb[y : y + h, x : x + w]])[0]) * gain
             z = torch.clamp(torch.round(net.h_a(yg).float()), -Z_RADIUS, Z_RADIUS)
             bits -= torch.log2(net.z_prior.likelihood(z.cpu())).sum().item()
             mean, idx = HyperSynthesis.exact(z.cpu().to(torch.int64), lm.hyper)

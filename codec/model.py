@@ -56,9 +56,9 @@ def clamp_ste(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
     return x + (torch.clamp(x, lo, hi) - x).detach()
 
 
-def lambda_at(q: torch.Tensor) -> torch.Tensor:
-    """λ for (fractional) qualities q in [1, 8], geometric between the levels."""
-    logs = torch.log(torch.tensor(LAMBDAS, device=q.device))
+def lambda_at(q: torch.Tensor, table: Sequence[float] = LAMBDAS) -> torch.Tensor:
+    """λ for (fractional) qualities q in [1, 8], geometric between the levels of `table`."""
+    logs = torch.log(torch.tensor(table, device=q.device))
     return torch.exp(_interp(logs, q))
 
 

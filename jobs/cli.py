@@ -33,7 +33,7 @@ def cmd_encode(a: argparse.Namespace) -> None:
     from codec.images import write_atomically
 
     src = open_image(_read(a.input), max_pixels=a.max_pixels)
-    enc = Codec(model_id=a.model, tile=a.tile, max_pixels=a.max_pixels).encode(
+    enc = Codec(model_id=a.model, tile=a.tile, max_pixels=a.max_pixels, refine=a.refine).encode(
         src, quality=a.quality, target_psnr=a.target_psnr, target_bpp=a.target_bpp)
     write_atomically(a.output, enc.data)
     line = (f"{a.input} -> {a.output}: {enc.width}x{enc.height}, {len(enc.data):,} bytes, "
@@ -99,7 +99,7 @@ def _quality(s: str) -> float:
 def parser() -> argparse.ArgumentParser:
     from codec.images import DEFAULT_MAX_PIXELS
     from codec.registry import DEFAULT_MODEL_ID
-    from jobs import train
+    from jobs import compress, decompress, report, train
 
     p = argparse.ArgumentParser(prog="tng", description="TNG learned image compression")
     sub = p.add_subparsers(dest="command", required=True)
@@ -112,6 +112,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--target-psnr", type=float, help="lowest quality whose PSNR reaches this many dB")
     g.add_argument("--target-bpp", type=float, help="highest quality whose size stays within this many bits per pixel")
     e.add_argument("--model", type=int, default=DEFAULT_MODEL_ID, help="model id (see `tng models`)")
+    compress.add_refine_argument(e)
     e.add_argument("--tile", type=int, default=1024, help="tile side in pixels (multiple of 64); bounds memory")
     e.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
     e.set_defaults(func=cmd_encode)
@@ -121,8 +122,6 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("output")
     d.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
     d.set_defaults(func=cmd_decode)
-
-    from jobs import compress, decompress, report
 
     # The Ray jobs: (name, help, its options, its entry point); a RunError is one line and exit 1.
     for name, text, add, fn in [

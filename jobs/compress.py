@@ -141,7 +141,7 @@ def compress(args: argparse.Namespace) -> dict:
             CompressActor, batch_size=args.batch_size, batch_format="numpy",
             fn_constructor_kwargs={"quality": args.quality, "target_psnr": args.target_psnr, "model_id": args.model,
                                    "run_id": run_id, "threads": threads, "device": "cuda" if gpus else "cpu",
-                                   "max_pixels": args.max_pixels},
+                                   "max_pixels": args.max_pixels, "refine": args.refine},
             compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=0 if gpus else (threads if on_cluster else LOCAL_ACTOR_CPUS), num_gpus=gpus or None)
         sink = ShardSink(args.dst, opts, run_id, max_rows=args.rows_per_shard)
@@ -191,6 +191,19 @@ def print_summary(s: dict) -> None:
         print(f"  error x{n}: {reason}")
 
 
+def add_refine_argument(p: argparse.ArgumentParser) -> None:
+    """--refine, shared by `tng encode` and `tng compress` (codec/refine.py)."""
+    def steps(s: str) -> int:
+        if not s.isdigit():
+            raise argparse.ArgumentTypeError(f"steps must be a whole number 0 or more, got {s}")
+        return int(s)
+
+    p.add_argument("--refine", type=steps, default=0, metavar="STEPS",
+                   help="fit each image's latents to it for STEPS steps before coding: smaller files at equal "
+                        "quality (100 steps: 10%% fewer bits at equal PSNR on photos, encoding about 30x "
+                        "slower on CPU), each step one pass of the decoder and its gradient; default 0")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", help="folder or fsspec URL of the images (s3://bucket/prefix, gs://..., path)")
     p.add_argument("dst", help="folder or fsspec URL of the archive")
@@ -202,6 +215,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per actor (0: CPU)")
     p.add_argument("--batch-size", type=int, default=8, help="images per batch; on a GPU, tiles of equal size in a batch share network passes (four 1024² tiles at once)")
     p.add_argument("--rows-per-shard", type=int, default=1000, help="upper bound of rows in one Parquet shard")
+    add_refine_argument(p)
     p.add_argument("--model", type=int, default=DEFAULT_MODEL_ID, help="model id (see `tng models`)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
     p.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",

@@ -33,7 +33,7 @@ import numpy as np
 
 from codec.images import DEFAULT_MAX_PIXELS
 from codec.registry import DEFAULT_MODEL_ID
-from jobs.compress import RunError, parse_storage_options
+from jobs.compress import RunError, add_refine_argument, parse_storage_options
 
 META = ["key", "source_uri", "source_bytes", "source_sha256", "source_format", "width", "height", "mode", "codec",
         "bitstream_bytes", "bpp", "psnr", "ms_ssim", "quality", "model_id", "status", "error", "run_id", "encoded_at"]
@@ -295,9 +295,11 @@ def rd_study(a: Archive, args: argparse.Namespace, opts: dict) -> tuple[dict, by
     print(f"RD study: {len(items)} images from {args.source}, TNG q1–8 and {', '.join(available) or 'no baselines'}",
           file=sys.stderr)
     results = sweep_sources(items, model_id=args.model, baselines=available, workers=args.workers,
-                            storage_options=opts, max_pixels=args.max_pixels, address=args.address)
+                            storage_options=opts, max_pixels=args.max_pixels, address=args.address,
+                            refine=args.refine)
     measured = [r for r in results if not r["error"]]
     study = {"source": args.source, "seed": args.seed, "requested": args.sample, "model_id": args.model,
+             "refine": args.refine,
              "baselines": list(available), "missing_baselines": [b for b in baselines if b not in available],
              "images": [{"key": r["key"], "width": r["width"], "height": r["height"]} for r in measured],
              "failed": [{"key": r["key"], "error": r["error"]} for r in results if r["error"]]}
@@ -429,6 +431,7 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
                                                     "(default: whole dB values across TNG's measured range)")
     p.add_argument("--worst", type=int, default=6, help="how many of the worst images by PSNR to show")
     p.add_argument("--model", type=int, default=DEFAULT_MODEL_ID, help="TNG model id in the RD study")
+    add_refine_argument(p)  # the RD study codes as `tng compress --refine` would
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
     _common(p)
 

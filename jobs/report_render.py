@@ -105,10 +105,14 @@ def sections(fig: dict, pictures: dict[str, bytes]) -> list[tuple[str, str, list
     return out
 
 
+def _refined(st: dict) -> str:
+    return f", refined {st['refine']} steps" if st.get("refine") else ""
+
+
 def _rd_blocks(st: dict, pictures: dict) -> list[Block]:
     blocks: list[Block] = [("p", f"{len(st['images'])} source images from {st['source']} (asked for {st['requested']}, "
                                  f"spread over the archive's keys, seed {st['seed']}), each coded by TNG (model "
-                                 f"{st['model_id']}) at qualities 1–8 and by {', '.join(st['baselines']) or 'no baseline'} "
+                                 f"{st['model_id']}{_refined(st)}) at qualities 1–8 and by {', '.join(st['baselines']) or 'no baseline'} "
                                  "(Pillow) over their quality ranges. bpp from the whole file; PSNR on RGB; means over "
                                  "images. BD-rates over 0.1–1.5 bpp; negative = TNG needs fewer bits.")]
     if st["missing_baselines"]:

@@ -64,11 +64,12 @@ class CompressActor:
     than the source file, the row keeps the source bytes (codec='source')."""
 
     def __init__(self, quality: float, target_psnr: float | None, model_id: int, run_id: str, threads: int,
-                 device: str | None = None, max_pixels: int | None = None):
+                 device: str | None = None, max_pixels: int | None = None, refine: int = 0):
         import torch
 
         torch.set_num_threads(max(1, threads))  # Ray sets OMP_NUM_THREADS=1 in workers
-        self.codec = Codec(model_id=model_id, device=device, **({"max_pixels": max_pixels} if max_pixels else {}))
+        self.codec = Codec(model_id=model_id, device=device, refine=refine,
+                           **({"max_pixels": max_pixels} if max_pixels else {}))
         self.quality, self.target_psnr, self.run_id = quality, target_psnr, run_id
 
     def __call__(self, batch: dict) -> dict:

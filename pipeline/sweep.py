@@ -12,14 +12,14 @@ import numpy as np
 
 class SweepActor:
     def __init__(self, model_id: int, threads: int, baselines: tuple[str, ...], storage_options: dict,
-                 max_pixels: int):
+                 max_pixels: int, refine: int = 0):
         import torch
 
         from codec import Codec
         from codec.rd import pillow_encoders
 
         torch.set_num_threads(threads)
-        self.codec = Codec(model_id=model_id, device="cpu")
+        self.codec = Codec(model_id=model_id, device="cpu", refine=refine)
         self.encoders = pillow_encoders(threads, baselines)
         self.opts, self.max_pixels = storage_options, max_pixels
 
@@ -41,7 +41,7 @@ class SweepActor:
 
 
 def sweep_sources(items: list[dict], *, model_id: int, baselines: tuple[str, ...], workers: int,
-                  storage_options: dict, max_pixels: int, address: str | None) -> list[dict]:
+                  storage_options: dict, max_pixels: int, address: str | None, refine: int = 0) -> list[dict]:
     """Run SweepActor over items ({key, uri}); results in the order of items, points decoded."""
     import ray
 
@@ -53,7 +53,8 @@ def sweep_sources(items: list[dict], *, model_id: int, baselines: tuple[str, ...
     threads = threads_per_worker(workers)
     ds = ray.data.from_items(items, override_num_blocks=len(items)).map(
         SweepActor, fn_constructor_kwargs={"model_id": model_id, "threads": threads, "baselines": baselines,
-                                           "storage_options": storage_options, "max_pixels": max_pixels},
+                                           "storage_options": storage_options, "max_pixels": max_pixels,
+                                           "refine": refine},
         compute=ray.data.ActorPoolStrategy(size=min(workers, len(items))),
         num_cpus=threads if on_cluster else LOCAL_ACTOR_CPUS)
     by_key = {r["key"]: r for r in ds.iter_rows()}

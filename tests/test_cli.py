@@ -26,6 +26,10 @@ def test_encode_decode_files(tmp_path):
         assert r.returncode == 0, r.stderr
         with Image.open(tmp_path / f"cat.{ext}") as im:
             assert im.size == (451, 300) and im.mode == "RGB"
+    r = tng("encode", src, tmp_path / "refined.tng", "--quality", "3.5", "--refine", "10")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "refined.tng").stat().st_size < (tmp_path / "cat.tng").stat().st_size
+    assert tng("decode", tmp_path / "refined.tng", tmp_path / "refined.png").returncode == 0
 
 
 def test_target_psnr_reports_what_it_achieved(tmp_path):

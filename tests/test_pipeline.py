@@ -152,7 +152,7 @@ def test_more_workers_than_cores_do_not_starve_the_tasks(ray_local, src, tmp_pat
 
 def test_decompress_and_audit(ray_local, src, tmp_path, capsys):
     archive = tmp_path / "archive"
-    assert main(["compress", str(src), str(archive), "--workers", "1", "--quality", "8"]) == 0
+    assert main(["compress", str(src), str(archive), "--workers", "1", "--quality", "8", "--refine", "3"]) == 0
     out = tmp_path / "restored"
     assert main(["decompress", str(archive), str(out), "--workers", "1"]) == 0
     restored = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())

@@ -1,0 +1,79 @@
+"""Encoder-side refinement: fit each image's latents to the fixed decoder before coding them.
+
+The analysis transform predicts latents in one pass, for all images at once; what it predicts is not
+the best the decoder can do for a given image (the "amortisation gap"). Refinement closes part of it
+by gradient descent on that image's own rate–distortion loss, λ(q)·255²·MSE + bpp, over the latents
+y and the hyper-latents z, with the decoder, the entropy model and the file format unchanged: a
+refined file decodes like any other, only smaller at equal quality.
+
+Rounding is relaxed with stochastic Gumbel annealing (Yang, Bamler & Mandt 2020, "Improving
+Inference for Neural Image Compression"): each value is drawn towards its floor or its ceiling with
+probabilities that sharpen as the temperature falls, so the final rounding costs little. The draws
+come from a fixed seed, so an image encodes to the same file every time on one machine.
+
+Measured (model 6, 2 cores): 100 steps lower the loss by 6.6 % on average over qualities 1–7 of four
+256² photo crops (200 steps: 7.1 %, 400: 7.5 %; Adam at lr 0.005 was as good as 0.01 and 0.02, and
+other temperature schedules were within 0.3 %).
+"""
+from __future__ import annotations
+
+import torch
+
+from .model import SCALE_LEVELS, SCALE_MIN, SCALE_STEP, Z_RADIUS, TNGModel, clamp_ste, gaussian_likelihood
+
+LEARNING_RATE = 0.005
+TAU_START, TAU_END = 0.5, 0.05  # annealing temperature, exponential from start to end over the steps
+
+
+def _annealed_round(v: torch.Tensor, tau: float, gen: torch.Generator) -> torch.Tensor:
+    """Soft rounding: floor(v) + a relaxed Bernoulli draw of the step up, sharper as tau -> 0."""
+    fl = torch.floor(v).detach()
+    d = v - fl
+    eps = 1e-6
+    # Logits as in Yang et al.: -atanh(distance)/tau for each of floor and ceiling.
+    up = -torch.atanh(torch.clamp(1 - d, eps, 1 - eps)) / tau
+    down = -torch.atanh(torch.clamp(d, eps, 1 - eps)) / tau
+    # One draw per position of a tile, shared by the tiles of a batch: the draws a tile gets do not
+    # depend on what it was batched with.
+    u = torch.rand(v.shape[1:] + (2,), generator=gen, device=v.device).clamp_(eps, 1 - eps)
+    g = -torch.log(-torch.log(u))
+    w = torch.softmax(torch.stack([down + g[..., 0], up + g[..., 1]], -1), -1)
+    return fl + w[..., 1]
+
+
+@torch.enable_grad()
+def refine_latents(net: TNGModel, x: torch.Tensor, valid: torch.Tensor, y: torch.Tensor, gain: torch.Tensor,
+                   inv_gain: torch.Tensor, lam: float, steps: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Refined (gained latents, hyper-latents) for tiles x (n, 3, H, W) in [0, 1].
+
+    valid (n, 1, H, W) is 1 on the image's own pixels and 0 on the padding, which costs rate only.
+    y: the analysis' latents (n, M, h, w); lam: λ(q)·255². Returns float tensors to round and code.
+    """
+    yg = (y * gain).detach().clone().requires_grad_(True)
+    z = net.h_a(yg).float().detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([yg, z], lr=LEARNING_RATE)
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    pixels = valid.sum((1, 2, 3))
+    params = list(net.parameters())
+    grads = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        for step in range(steps):
+            tau = TAU_START * (TAU_END / TAU_START) ** (step / max(steps - 1, 1))
+            z_hat = clamp_ste(_annealed_round(z, tau, gen), -Z_RADIUS, Z_RADIUS)
+            bits = -torch.log2(net.z_prior.likelihood(z_hat)).sum((1, 2, 3))
+            mean, idx = net.h_s(z_hat)
+            scale = SCALE_MIN * torch.exp(SCALE_STEP * clamp_ste(idx, 0, SCALE_LEVELS - 1))
+            r_hat = _annealed_round(yg - mean, tau, gen)
+            bits = bits - torch.log2(gaussian_likelihood(r_hat, scale)).sum((1, 2, 3))
+            x_hat = net.g_s((r_hat + mean) * inv_gain).float().clamp(0, 1)
+            mse = (((x_hat - x) ** 2) * valid).sum((1, 2, 3)) / (3 * pixels)
+            loss = (lam * mse + bits / pixels).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    finally:
+        for p, g in zip(params, grads):
+            p.requires_grad_(g)
+    return yg.detach(), z.detach()
