@@ -122,14 +122,23 @@ class TNGModel(nn.Module):
         z = self.h_a(y).float()
         z_hat = clamp_ste(ste_round(z), -Z_RADIUS, Z_RADIUS)
         z_rate = z_hat if rounded_rate else z + torch.empty_like(z).uniform_(-0.5, 0.5)
-        bits_z = -torch.log2(self.z_prior.likelihood(z_rate)).sum((1, 2, 3))
-        mean, idx = self.h_s(z_hat)
-        scale = SCALE_MIN * torch.exp(SCALE_STEP * clamp_ste(idx, 0, SCALE_LEVELS - 1))
+        mean, scale = self.entropy_parameters(z_hat)
         r_hat = ste_round(y - mean)
         r_rate = r_hat if rounded_rate else y - mean + torch.empty_like(y).uniform_(-0.5, 0.5)
-        bits_y = -torch.log2(gaussian_likelihood(r_rate, scale)).sum((1, 2, 3))
+        bits_y, bits_z = self.bits(r_rate, scale, z_rate)
         x_hat = self.g_s((r_hat + mean) * inv_gain).float()
         return {"x_hat": x_hat, "bits_y": bits_y, "bits_z": bits_z}
+
+    def entropy_parameters(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, scale) of every latent from the hyper-latents (float path, straight-through)."""
+        mean, idx = self.h_s(z_hat)
+        return mean, SCALE_MIN * torch.exp(SCALE_STEP * clamp_ste(idx, 0, SCALE_LEVELS - 1))
+
+    def bits(self, r: torch.Tensor, scale: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-image bits (B,) of residuals r = y − mean under N(0, scale²), and of hyper-latents z."""
+        bits_y = -torch.log2(gaussian_likelihood(r, scale)).sum((1, 2, 3))
+        bits_z = -torch.log2(self.z_prior.likelihood(z)).sum((1, 2, 3))
+        return bits_y, bits_z
 
 
 def gaussian_likelihood(r: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from .model import SCALE_LEVELS, SCALE_MIN, SCALE_STEP, Z_RADIUS, TNGModel, clamp_ste, gaussian_likelihood
+from .model import Z_RADIUS, TNGModel, clamp_ste
 
 LEARNING_RATE = 0.005
 TAU_START, TAU_END = 0.5, 0.05  # annealing temperature, exponential from start to end over the steps
@@ -55,26 +55,16 @@ def refine_latents(net: TNGModel, x: torch.Tensor, valid: torch.Tensor, y: torch
     opt = torch.optim.Adam([yg, z], lr=LEARNING_RATE)
     gen = torch.Generator(device=x.device).manual_seed(seed)
     pixels = valid.sum((1, 2, 3))
-    params = list(net.parameters())
-    grads = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        for step in range(steps):
-            tau = TAU_START * (TAU_END / TAU_START) ** (step / max(steps - 1, 1))
-            z_hat = clamp_ste(_annealed_round(z, tau, gen), -Z_RADIUS, Z_RADIUS)
-            bits = -torch.log2(net.z_prior.likelihood(z_hat)).sum((1, 2, 3))
-            mean, idx = net.h_s(z_hat)
-            scale = SCALE_MIN * torch.exp(SCALE_STEP * clamp_ste(idx, 0, SCALE_LEVELS - 1))
-            r_hat = _annealed_round(yg - mean, tau, gen)
-            bits = bits - torch.log2(gaussian_likelihood(r_hat, scale)).sum((1, 2, 3))
-            x_hat = net.g_s((r_hat + mean) * inv_gain).float().clamp(0, 1)
-            mse = (((x_hat - x) ** 2) * valid).sum((1, 2, 3)) / (3 * pixels)
-            loss = (lam * mse + bits / pixels).sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    finally:
-        for p, g in zip(params, grads):
-            p.requires_grad_(g)
+    for step in range(steps):
+        tau = TAU_START * (TAU_END / TAU_START) ** (step / max(steps - 1, 1))
+        z_hat = clamp_ste(_annealed_round(z, tau, gen), -Z_RADIUS, Z_RADIUS)
+        mean, scale = net.entropy_parameters(z_hat)
+        r_hat = _annealed_round(yg - mean, tau, gen)
+        bits_y, bits_z = net.bits(r_hat, scale, z_hat)
+        x_hat = net.g_s((r_hat + mean) * inv_gain).float().clamp(0, 1)
+        mse = (((x_hat - x) ** 2) * valid).sum((1, 2, 3)) / (3 * pixels)
+        loss = (lam * mse + (bits_y + bits_z) / pixels).sum()
+        # Gradients of the latents only: the (shared) network's weights get none and stay untouched.
+        yg.grad, z.grad = torch.autograd.grad(loss, [yg, z])
+        opt.step()
     return yg.detach(), z.detach()
