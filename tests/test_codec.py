@@ -199,7 +199,7 @@ def test_refinement_lowers_the_rd_loss_and_decodes_with_any_codec(codec, small_p
     refined = Codec(device="cpu", refine=20)
     for q in (2.0, 6.0):
         base, enc = codec.encode(small_photo, q), refined.encode(small_photo, q)
-        assert _rd_loss(enc, q) < 0.98 * _rd_loss(base, q), q  # measured: -7.8 % at q2, -3.4 % at q6
+        assert _rd_loss(enc, q) < 0.98 * _rd_loss(base, q), q  # measured: -8.5 % at q2, -4.1 % at q6
         assert enc.bpp < base.bpp
         dec = codec.decode(enc.data)  # a plain decoder: the format is unchanged
         assert np.array_equal(dec.rgb, enc.reconstruction) and dec.header.quality == q
