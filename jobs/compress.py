@@ -153,7 +153,7 @@ def compress(args: argparse.Namespace) -> dict:
     # What produced these rows: rows carry their quality and model id, the run alone knows the rest.
     summary["settings"] = {"quality": args.quality, "target_psnr": args.target_psnr, "model_id": args.model,
                            "refine": args.refine, "max_pixels": args.max_pixels, "workers": workers,
-                           "gpus_per_worker": gpus, "incremental": bool(args.incremental)}
+                           "gpus_per_worker": gpus, "incremental": args.incremental}
     write_whole(fs, posixpath.join(root, RUNS, f"{run_id}.json"), json.dumps(summary, indent=1).encode())
     return summary
 
