@@ -1,4 +1,4 @@
-"""Rate–distortion of TNG against JPEG, WebP and AVIF on a folder of images.
+"""Rate–distortion of TNG against JPEG, WebP, AVIF and JPEG XL on a folder of images.
 
     .venv/bin/python bench/rd.py FOLDER [--out DIR] [--limit N] [--qualities 1,2,...,8]
                                         [--pil-qualities 5,10,...,95] [--threads 2] [--model-id 1]
@@ -38,7 +38,8 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 TNG_QUALITIES = ",".join(f"{q:g}" for q in rd.TNG_QUALITIES)
 PIL_QUALITIES = ",".join(str(q) for q in rd.PIL_QUALITIES)
 # (test, anchor) pairs reported; pairs with a missing codec are left out.
-BD_PAIRS = [("TNG", "JPEG"), ("TNG", "WebP"), ("TNG", "AVIF"), ("WebP", "JPEG"), ("AVIF", "JPEG")]
+BD_PAIRS = [("TNG", "JPEG"), ("TNG", "WebP"), ("TNG", "AVIF"), ("TNG", "JPEG XL"), ("WebP", "JPEG"), ("AVIF", "JPEG"),
+            ("JPEG XL", "JPEG")]
 
 
 # ---------------------------------------------------------------------------------------------- running
@@ -98,8 +99,16 @@ def environment(args, n_images: int, megapixels: float) -> dict:
         "software": f"Python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}, "
                     f"Pillow {Image.__version__} (libjpeg {libs['jpg']}"
                     f"{', turbo ' + features.version('libjpeg_turbo') if features.check_feature('libjpeg_turbo') else ''}, "
-                    f"libwebp {libs['webp']}, libavif {libs['avif']})",
+                    f"libwebp {libs['webp']}, libavif {libs['avif']}){_jxl_version()}",
     }
+
+
+def _jxl_version() -> str:
+    try:
+        import imagecodecs
+    except ImportError:
+        return ""
+    return f", imagecodecs {imagecodecs.__version__} ({imagecodecs.jpegxl_version()})"
 
 
 def _cpu_name() -> str:
@@ -119,7 +128,7 @@ def _fmt(v, spec: str, suffix: str = "") -> str:
 def markdown(env: dict, curves: dict, bd: list[dict], timing: dict, encoders: dict) -> str:
     lo, hi = BD_WINDOW
     lines = [
-        "# Rate–distortion: TNG vs JPEG, WebP, AVIF", "",
+        "# Rate–distortion: TNG vs " + ", ".join(encoders), "",
         f"- date: {env['date']}",
         f"- machine: {env['machine']}; {env['threads']} thread(s)",
         f"- command: `{env['command']}`" + (f" (TNG_MODEL_PATH={env['tng_model_path']})" if env["tng_model_path"] else ""),
@@ -180,7 +189,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=Path("rd-out"), help="where rd.md, rd.json, rd.png go")
     ap.add_argument("--limit", type=int, default=None, help="only the first N images (sorted by path)")
     ap.add_argument("--qualities", default=TNG_QUALITIES, help="TNG qualities, comma-separated, in [1, 8]")
-    ap.add_argument("--pil-qualities", default=PIL_QUALITIES, help="JPEG/WebP/AVIF qualities, comma-separated")
+    ap.add_argument("--pil-qualities", default=PIL_QUALITIES, help="JPEG/WebP/AVIF qualities, comma-separated "
+                                                                   "(JPEG XL is swept over codec.rd.JXL_DISTANCES)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads and AVIF encoder threads")
     ap.add_argument("--model-id", type=int, default=DEFAULT_MODEL_ID, help="TNG model id")
     ap.add_argument("--refine", type=int, default=0, help="TNG encoder refinement steps per image (tng encode --refine)")
@@ -199,11 +209,13 @@ def main(argv=None) -> None:
     paths = find_images(args.folder, args.limit)
     if not paths:
         sys.exit(f"no png/jpg/jpeg/webp images under {args.folder}")
-    encoders = rd.pillow_encoders(args.threads)
+    encoders = rd.baseline_encoders(args.threads)
     if "AVIF" not in encoders:
         print("note: Pillow has no AVIF support (features.check('avif') is False); AVIF skipped")
+    if "JPEG XL" not in encoders:
+        print("note: imagecodecs with libjxl is not installed; JPEG XL skipped")
     codec = Codec(model_id=args.model_id, device="cpu", refine=args.refine)
-    print(f"{len(paths)} images; TNG qualities {tng_q}; {', '.join(encoders)} qualities {pil_q}")
+    print(f"{len(paths)} images; TNG qualities {tng_q}; Pillow qualities {pil_q}; {', '.join(encoders)}")
 
     results = []
     for i, path in enumerate(paths, 1):

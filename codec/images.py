@@ -91,6 +91,18 @@ class SourceImage:
         return self.rgb.shape[0]
 
 
+@dataclass
+class ImageInfo:
+    """What a file's header says, its pixels not decoded: for files an archive keeps byte for byte."""
+
+    width: int
+    height: int
+    source_mode: str
+    source_format: str | None
+    exif: bytes | None
+    icc_profile: bytes | None
+
+
 # ---------------------------------------------------------------------------------------------- reading
 
 # Modes Pillow converts itself: source mode -> mode of the pixels coded.
@@ -148,24 +160,51 @@ def _read(fp: io.BufferedIOBase, max_pixels: int) -> SourceImage:
     with _pillow_reading():
         im = Image.open(fp)
     with im:
-        _check_size(im.size, max_pixels)
+        check_size(im.size, max_pixels)
         rawmodes = _tile_rawmodes(im)  # load() empties im.tile
         with _pillow_reading():
             im.load()
-        pixels, flags = _decode_pixels(im, rawmodes)
-        colour = _COLOUR_BY_CHANNELS[pixels.shape[2]]
-        n_colour = 3 if colour in (Colour.RGB, Colour.RGBA) else 1
-        rgb = np.broadcast_to(pixels[..., :n_colour], pixels.shape[:2] + (3,))
-        return SourceImage(
-            rgb=np.ascontiguousarray(rgb),
-            alpha=np.ascontiguousarray(pixels[..., -1]) if colour.has_alpha else None,
-            colour=colour,
-            flags=flags,
-            source_mode=im.mode,
-            source_format=im.format,
-            exif=_read_exif(im),
-            icc_profile=_matching_icc(im.info.get("icc_profile"), colour),
-        )
+        return _source(im, rawmodes, _read_exif(im), im.info.get("icc_profile"))
+
+
+def from_pil(im: Image.Image, exif: bytes | None = None, icc_profile: bytes | None = None) -> SourceImage:
+    """A Pillow image already in memory (what `Image.save` hands a plugin) as the codec codes it;
+    exif and icc_profile default to the image's own."""
+    rawmodes = _tile_rawmodes(im)
+    with _pillow_reading():
+        im.load()
+    return _source(im, rawmodes, _with_exif_header(exif) if exif else _read_exif(im),
+                   icc_profile if icc_profile is not None else im.info.get("icc_profile"))
+
+
+def _source(im: Image.Image, rawmodes: set[str], exif: bytes | None, icc: bytes | None) -> SourceImage:
+    pixels, flags = _decode_pixels(im, rawmodes)
+    colour = _COLOUR_BY_CHANNELS[pixels.shape[2]]
+    n_colour = 3 if colour in (Colour.RGB, Colour.RGBA) else 1
+    rgb = np.broadcast_to(pixels[..., :n_colour], pixels.shape[:2] + (3,))
+    return SourceImage(
+        rgb=np.ascontiguousarray(rgb),
+        alpha=np.ascontiguousarray(pixels[..., -1]) if colour.has_alpha else None,
+        colour=colour,
+        flags=flags,
+        source_mode=im.mode,
+        source_format=im.format,
+        exif=exif,
+        icc_profile=_matching_icc(icc, colour),
+    )
+
+
+def read_info(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
+    """The header of an image file (size, mode, format, EXIF, ICC) without decoding its pixels; TNGError
+    when it is not an image or is over the pixel limit."""
+    if not data:
+        raise TNGError("empty file")
+    with _pillow_reading():
+        im = Image.open(io.BytesIO(data))
+    with im:
+        check_size(im.size, max_pixels)
+        return ImageInfo(width=im.width, height=im.height, source_mode=im.mode, source_format=im.format,
+                         exif=_read_exif(im), icc_profile=im.info.get("icc_profile") or None)
 
 
 @contextlib.contextmanager
@@ -198,7 +237,8 @@ def _one_line(error: Exception) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def _check_size(size: tuple[int, int], max_pixels: int) -> None:
+def check_size(size: tuple[int, int], max_pixels: int) -> None:
+    """TNGError for an image with no pixels or more than max_pixels, before anything is allocated."""
     width, height = size
     if width <= 0 or height <= 0:
         raise TNGError(f"image of {width}x{height} has no pixels")
@@ -212,7 +252,7 @@ def _check_size(size: tuple[int, int], max_pixels: int) -> None:
 def _tile_rawmodes(im: Image.Image) -> set[str]:
     """The raw sample layouts Pillow's decoders will read, e.g. "RGB;16B" for a 16-bit RGB PNG."""
     rawmodes = set()
-    for tile in im.tile:
+    for tile in getattr(im, "tile", ()):  # in-memory images have no tiles
         args = tile.args if isinstance(tile.args, tuple) else (tile.args,)
         if args and isinstance(args[0], str):
             rawmodes.add(args[0])
@@ -303,8 +343,8 @@ def _matching_icc(icc: bytes | None, colour: Colour) -> bytes | None:
 # ---------------------------------------------------------------------------------------------- writing
 
 # Formats whose Pillow writer keeps an 8-bit alpha channel that Pillow reads back.
-_ALPHA_FORMATS = frozenset({"PNG", "WEBP", "TIFF", "TGA", "SGI", "QOI", "JPEG2000", "AVIF"})
-_METADATA_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "TIFF", "AVIF"})  # writers taking exif= and icc_profile=
+_ALPHA_FORMATS = frozenset({"PNG", "WEBP", "TIFF", "TGA", "SGI", "QOI", "JPEG2000", "AVIF", "TNG"})
+_METADATA_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "TIFF", "AVIF", "TNG"})  # writers taking exif= and icc_profile=
 _SAVE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"lossless": True}}  # WebP: a decoded image is not re-degraded
 
 

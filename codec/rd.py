@@ -1,13 +1,15 @@
-"""Rate–distortion measurement: TNG and Pillow's JPEG, WebP and AVIF on the same pixels.
+"""Rate–distortion measurement: TNG, Pillow's JPEG, WebP and AVIF, and libjxl's JPEG XL on the same pixels.
 
 Used by `bench/rd.py` (the codec benchmark) and `tng report --source` (an archive's RD study), so
 both measure the same way:
 
 * Every codec gets the same 8-bit RGB pixels. Rate is bits per pixel of the complete file each
   codec writes (TNG: the whole .tng bitstream, container included).
-* TNG is decoded again from its stream (`Codec.decode`); Pillow files are decoded with Pillow.
+* TNG is decoded again from its stream (`Codec.decode`); Pillow files are decoded with Pillow,
+  JPEG XL files with libjxl.
 * JPEG: libjpeg(-turbo), 4:2:0, optimize=True (optimised Huffman tables, lossless and free).
-  WebP: method 4. AVIF (where Pillow has it): libavif, speed 6, 4:4:4.
+  WebP: method 4. AVIF (where Pillow has it): libavif, speed 6, 4:4:4. JPEG XL (libjxl through
+  imagecodecs): effort 7, swept over distances 0.5–25 (25, libjxl's largest, is its lowest rate).
 * PSNR on the decoded 8-bit RGB against the source, the three channels' MSE pooled; MS-SSIM as in
   `codec.metrics.ms_ssim`. Across images: mean bpp, mean of per-image dB, mean MS-SSIM per setting.
 * BD-rates (`codec.bdrate`: PCHIP, exact integration) between mean curves clipped to 0.1–1.5 bpp.
@@ -27,14 +29,16 @@ from codec.metrics import ms_ssim, msssim_db, psnr
 
 TNG_QUALITIES = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0)
 PIL_QUALITIES = (5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95)
+# JPEG XL's Butteraugli distance (lower is better); libjxl takes at most 25, its lowest rate.
+JXL_DISTANCES = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 25.0)
 BD_WINDOW = (0.1, 1.5)  # bpp
-BASELINES = ("JPEG", "WebP", "AVIF")
+BASELINES = ("JPEG", "WebP", "AVIF", "JPEG XL")
 
 
 @dataclass
 class Point:
     codec: str
-    setting: float  # the codec's quality parameter
+    setting: float  # the codec's quality parameter (JPEG XL: its distance)
     bytes: int
     bpp: float
     psnr: float
@@ -43,8 +47,9 @@ class Point:
     decode_s: float
 
 
-def pillow_encoders(threads: int = 2, names: tuple[str, ...] = BASELINES) -> dict[str, dict]:
-    """Name -> Pillow save() arguments (quality is added per point). AVIF only where Pillow has it."""
+def baseline_encoders(threads: int = 2, names: tuple[str, ...] = BASELINES) -> dict[str, dict]:
+    """Name -> encoder arguments (the setting is added per point): Pillow's save() arguments, or for
+    JPEG XL libjxl's through imagecodecs. AVIF only where Pillow has it, JPEG XL where imagecodecs does."""
     encoders = {
         "JPEG": {"format": "JPEG", "subsampling": 2, "optimize": True},
         "WebP": {"format": "WEBP", "method": 4},
@@ -56,20 +61,46 @@ def pillow_encoders(threads: int = 2, names: tuple[str, ...] = BASELINES) -> dic
         except (TypeError, ValueError):  # older plugins have no 4:4:4 option
             del avif["subsampling"]
         encoders["AVIF"] = avif
+    if _jxl_available():
+        encoders["JPEG XL"] = {"format": "JXL", "effort": 7, "numthreads": threads}
     return {n: a for n, a in encoders.items() if n in names}
 
 
-def measure_pillow(name: str, args: dict, rgb: np.ndarray, quality: int) -> Point:
+def _jxl_available() -> bool:
+    try:
+        import imagecodecs
+    except ImportError:
+        return False
+    return bool(imagecodecs.JPEGXL.available)
+
+
+def baseline_settings(args: dict, pil_q=PIL_QUALITIES) -> tuple:
+    """The settings a baseline is swept over: JPEG XL distances, else Pillow qualities."""
+    return JXL_DISTANCES if args["format"] == "JXL" else tuple(pil_q)
+
+
+def measure_baseline(name: str, args: dict, rgb: np.ndarray, setting: float) -> Point:
+    if args["format"] == "JXL":
+        import imagecodecs
+
+        opts = {k: v for k, v in args.items() if k != "format"}
+        t = time.perf_counter()
+        data = imagecodecs.jpegxl_encode(rgb, distance=setting, **opts)
+        t_enc = time.perf_counter() - t
+        t = time.perf_counter()
+        out = imagecodecs.jpegxl_decode(data, numthreads=args.get("numthreads"))
+        t_dec = time.perf_counter() - t
+        return _point(name, setting, bytes(data), rgb, out, t_enc, t_dec)
     buf = io.BytesIO()
     t = time.perf_counter()
-    Image.fromarray(rgb).save(buf, quality=quality, **args)
+    Image.fromarray(rgb).save(buf, quality=setting, **args)
     t_enc = time.perf_counter() - t
     data = buf.getvalue()
     t = time.perf_counter()
     with Image.open(io.BytesIO(data)) as im:
         out = np.asarray(im.convert("RGB"))
     t_dec = time.perf_counter() - t
-    return _point(name, quality, data, rgb, out, t_enc, t_dec)
+    return _point(name, setting, data, rgb, out, t_enc, t_dec)
 
 
 def measure_tng(codec, rgb: np.ndarray, quality: float) -> Point:
@@ -89,10 +120,10 @@ def _point(name, setting, data: bytes, src: np.ndarray, out: np.ndarray, t_enc: 
 
 
 def sweep(codec, rgb: np.ndarray, encoders: dict[str, dict], tng_q=TNG_QUALITIES, pil_q=PIL_QUALITIES) -> list[dict]:
-    """Every point of one image: TNG at each quality, each Pillow encoder at each of its qualities."""
+    """Every point of one image: TNG at each quality, each baseline at each of its settings."""
     points = [measure_tng(codec, rgb, q) for q in tng_q]
     for name, args in encoders.items():
-        points += [measure_pillow(name, args, rgb, q) for q in pil_q]
+        points += [measure_baseline(name, args, rgb, q) for q in baseline_settings(args, pil_q)]
     return [asdict(p) for p in points]
 
 

@@ -1,6 +1,7 @@
 """`tng compress SRC DST`: every file under SRC becomes one archive row in Parquet shards under DST.
 
-    list SRC (driver) ─▶ load_batch (tasks: read, hash, decode, validate) ─▶ CompressActor pool
+    list SRC (driver) ─▶ load_batch (tasks: read, hash, decode, validate; JPEGs recompressed losslessly
+      or kept, per --jpeg) ─▶ CompressActor pool
       ─▶ ShardSink (atomic Parquet shards) ─▶ runs/{run_id}.json manifest + summary
 
 Exit status 0 when the run completed (per-image failures are `error` rows), 1 when the run itself
@@ -16,6 +17,7 @@ import sys
 import uuid
 
 from codec.images import DEFAULT_MAX_PIXELS
+from codec.jpeg_transcode import CODEC as JPEG_XL, DEFAULT_JPEG_CHOICE, JPEG_CHOICES
 from codec.registry import DEFAULT_MODEL_ID
 
 # pyarrow, fsspec and Ray are imported where used: `tng encode` must not need the pipeline extra.
@@ -134,7 +136,8 @@ def compress(args: argparse.Namespace) -> dict:
     if todo:
         ds = ray.data.from_items([{"key": s["key"], "source_uri": s["source_uri"], "source_version": s["version"] or ""}
                                   for s in todo], override_num_blocks=min(len(todo), 200))
-        ds = ds.map_batches(load_batch, fn_kwargs={"storage_options": opts, "max_pixels": args.max_pixels, "done": done},
+        ds = ds.map_batches(load_batch, fn_kwargs={"storage_options": opts, "max_pixels": args.max_pixels, "done": done,
+                                                   "jpeg": args.jpeg},
                             batch_size=args.batch_size, batch_format="numpy",
                             num_cpus=TASK_CPUS, compute=ray.data.TaskPoolStrategy(size=task_slots(workers)))
         ds = ds.map_batches(
@@ -152,7 +155,7 @@ def compress(args: argparse.Namespace) -> dict:
     summary["stale_temporaries_removed"] = removed
     # What produced these rows: rows carry their quality and model id, the run alone knows the rest.
     summary["settings"] = {"quality": args.quality, "target_psnr": args.target_psnr, "model_id": args.model,
-                           "refine": args.refine, "max_pixels": args.max_pixels, "workers": workers,
+                           "refine": args.refine, "jpeg": args.jpeg, "max_pixels": args.max_pixels, "workers": workers,
                            "gpus_per_worker": gpus, "incremental": args.incremental}
     write_whole(fs, posixpath.join(root, RUNS, f"{run_id}.json"), json.dumps(summary, indent=1).encode())
     return summary
@@ -174,7 +177,8 @@ def summarise(fs, root: str, run_id: str, listed: int, started: dt.datetime) -> 
     return {
         "run_id": run_id, "started": started.isoformat(), "finished": dt.datetime.now(dt.timezone.utc).isoformat(),
         "listed": listed, "processed": len(mine), "skipped_unchanged": listed - len(mine),
-        "ok": len(ok), "errors": len(errors), "codec_tng": len(tng), "codec_source": len(ok) - len(tng),
+        "ok": len(ok), "errors": len(errors), "codec_tng": len(tng), "codec_jpeg_jxl": int((ok["codec"] == JPEG_XL).sum()),
+        "codec_source": int((ok["codec"] == "source").sum()),
         "bytes_in": bytes_in, "bytes_out": bytes_out,
         "savings": (1 - bytes_out / bytes_in) if bytes_in else 0.0,
         "mean_bpp": float(tng["bpp"].mean()) if len(tng) else None,
@@ -187,7 +191,8 @@ def summarise(fs, root: str, run_id: str, listed: int, started: dt.datetime) -> 
 def print_summary(s: dict) -> None:
     mb = lambda n: f"{n / 1e6:,.1f} MB"  # noqa: E731
     print(f"run {s['run_id']}: {s['listed']} files, {s['processed']} processed, {s['skipped_unchanged']} unchanged "
-          f"(skipped), {s['ok']} ok ({s['codec_tng']} tng, {s['codec_source']} kept as source), {s['errors']} errors")
+          f"(skipped), {s['ok']} ok ({s['codec_tng']} tng, {s['codec_jpeg_jxl']} JPEG recompressed losslessly, "
+          f"{s['codec_source']} kept as source), {s['errors']} errors")
     if s["ok"]:
         print(f"bytes in {mb(s['bytes_in'])}, out {mb(s['bytes_out'])}, savings {100 * s['savings']:.1f}%"
               + (f", mean {s['mean_bpp']:.3f} bpp, mean PSNR {s['mean_psnr']:.2f} dB" if s["mean_bpp"] else ""))
@@ -214,6 +219,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--quality", "-q", type=float, default=4.0, help="1 (smallest) to 8 (best); default 4")
     g.add_argument("--target-psnr", type=float, help="per image, the lowest quality reaching this PSNR")
+    p.add_argument("--jpeg", choices=JPEG_CHOICES, default=DEFAULT_JPEG_CHOICE,
+                   help="JPEG sources: 'lossless' recompresses them with JPEG XL so that decompress gives back the "
+                        "original file byte for byte (kept as they are where that is not possible or not smaller); "
+                        "'tng' codes their pixels with TNG (a second lossy generation); 'keep' keeps them as they "
+                        f"are; default {DEFAULT_JPEG_CHOICE}")
     p.add_argument("--incremental", action="store_true", help="skip keys already archived with the same content")
     p.add_argument("--workers", type=int, default=2, help="codec actors (model copies)")
     p.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per actor (0: CPU)")

@@ -1,11 +1,13 @@
 """`tng decompress ARCHIVE OUT` and `tng audit ARCHIVE`: decode archive rows on the actor pool.
 
 decompress writes each current `ok` row to OUT/<key> (TNG rows as PNG: OUT/<key>.png with the
-original suffix replaced; rows kept as source: the original file, byte for byte). Keys are checked
+original suffix replaced; JPEGs recompressed with JPEG XL and rows kept as source: the original file,
+byte for byte, under its own name). Keys are checked
 so that nothing is ever written outside OUT, whatever a key says.
 
 audit decodes the rows, checks each stream's checksums (the container's CRCs) and that the decoded
-pixels hash to `decoded_sha256`; with --source it recomputes PSNR against the originals. It prints
+pixels hash to `decoded_sha256` (for the lossless codecs: that the restored file hashes to
+`source_sha256`, the original's); with --source it recomputes PSNR against the originals. It prints
 and writes a JSON report and exits 1 on any mismatch or undecodable row.
 """
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from jobs.compress import RunError, parse_storage_options
 
-DECODE_COLUMNS = ["key", "codec", "bitstream", "decoded_sha256", "psnr"]
+DECODE_COLUMNS = ["key", "codec", "bitstream", "decoded_sha256", "source_sha256", "psnr"]
 
 
 def selected_rows(archive: str, opts: dict, keys: list[str] | None, sample: float | None):
@@ -57,7 +59,7 @@ def decode_rows(rows, address: str | None, workers: int, source: str | None, opt
     if rows.num_rows == 0:
         return []
     init_ray(address)
-    ds = ray.data.from_arrow(rows.select(["key", "codec", "bitstream", "decoded_sha256"]))
+    ds = ray.data.from_arrow(rows.select(["key", "codec", "bitstream", "decoded_sha256", "source_sha256"]))
     ds = ds.map_batches(DecodeActor, batch_size=4, batch_format="numpy",
                         fn_constructor_kwargs={"threads": threads_per_worker(workers), "source_root": source,
                                                "storage_options": opts},
@@ -105,7 +107,7 @@ def audit(args: argparse.Namespace) -> int:
     bad = [r for r in results if r["error"] or not r["hash_ok"]]
     report = {
         "archive": args.archive, "rows_checked": len(results), "mismatches": len(bad),
-        "problems": [{"key": r["key"], "error": r["error"] or "decoded pixels do not match decoded_sha256"} for r in bad],
+        "problems": [{"key": r["key"], "error": r["error"] or _mismatch(r["codec"])} for r in bad],
     }
     if args.source:
         diffs = [(r["key"], stored_psnr[r["key"]], r["psnr"]) for r in results if r["psnr"] is not None]
@@ -120,6 +122,11 @@ def audit(args: argparse.Namespace) -> int:
     for p in report["problems"][:20]:
         print(f"  {p['key']}: {p['error']}")
     return 1 if bad else 0
+
+
+def _mismatch(codec: str) -> str:
+    return ("decoded pixels do not match decoded_sha256" if codec == "tng"
+            else "restored file does not match the original's source_sha256")
 
 
 def add_decompress_arguments(p: argparse.ArgumentParser) -> None:

@@ -1,18 +1,19 @@
 """`tng report ARCHIVE OUT` and `tng info ARCHIVE`: what an archive holds and what it cost.
 
 From the archive's metadata (the current row of each key, see `pipeline/archive.py`): image count,
-bytes before and after, savings, distributions of bpp / PSNR / MS-SSIM, breakdowns by source format
-and resolution, the worst images by PSNR (with original and decoded thumbnails where the source is
+bytes before and after, savings, the bytes saved per codec (TNG, JPEGs recompressed losslessly,
+files kept as they are) and the share of the archive each holds, distributions of bpp / PSNR /
+MS-SSIM, breakdowns by source format and resolution, the worst images by PSNR (with original and decoded thumbnails where the source is
 reachable and unchanged) and errors by reason. With --source, an RD study on a reproducible sample
 of the sources (`codec/rd.py`, on Ray: `pipeline/sweep.py`): TNG at qualities 1–8 against JPEG,
-WebP and AVIF, BD-rates, and which quality to choose for a target PSNR with the savings it buys.
+WebP, AVIF and JPEG XL, BD-rates, and which quality to choose for a target PSNR with the savings it buys.
 
 Writes OUT/summary.json (every figure), OUT/report.md, OUT/report.html (self-contained: images
 embedded) and the same pictures as PNG files under OUT/plots and OUT/thumbs.
 
 Definitions: bytes in = the source files of the current `ok` rows; bytes out = their bitstreams
 (a row kept as `source` counts its file on both sides); savings = 1 − out/in. bpp and PSNR
-statistics are over rows coded by TNG (`source` rows are lossless and have no PSNR).
+statistics are over rows coded by TNG (`jpeg-jxl` and `source` rows are lossless and have no PSNR).
 """
 from __future__ import annotations
 
@@ -32,14 +33,17 @@ from pathlib import Path
 import numpy as np
 
 from codec.images import DEFAULT_MAX_PIXELS
+from codec.jpeg_transcode import CODEC as JPEG_XL
 from codec.registry import DEFAULT_MODEL_ID
 from jobs.compress import RunError, add_refine_argument, parse_storage_options
 
-META = ["key", "source_uri", "source_bytes", "source_sha256", "source_format", "width", "height", "mode", "codec",
+META = ["key", "source_uri", "source_bytes", "source_sha256", "source_format", "width", "height", "mode", "codec", "note",
         "bitstream_bytes", "bpp", "psnr", "ms_ssim", "quality", "model_id", "status", "error", "run_id", "encoded_at"]
 RESOLUTIONS = [(0, 0.25, "< 0.25 MP"), (0.25, 1, "0.25–1 MP"), (1, 4, "1–4 MP"), (4, 16, "4–16 MP"),
                (16, 64, "16–64 MP"), (64, float("inf"), "≥ 64 MP")]
-BASELINE_NAMES = {"jpeg": "JPEG", "webp": "WebP", "avif": "AVIF"}
+BASELINE_NAMES = {"jpeg": "JPEG", "webp": "WebP", "avif": "AVIF", "jxl": "JPEG XL"}
+CODEC_ORDER = ["tng", JPEG_XL, "source"]
+CODEC_LABELS = {"tng": "TNG", JPEG_XL: "JPEG recompressed losslessly (JPEG XL)", "source": "kept as source"}
 THUMB_SIDE, CROP_SIDE = 320, 192
 
 
@@ -105,10 +109,36 @@ def _group(ok, label: str) -> dict:
     tng = ok[ok["codec"] == "tng"]
     bytes_in, bytes_out = int(ok["source_bytes"].sum()), int(ok["bitstream_bytes"].sum())
     return {label: None, "images": int(len(ok)), "kept_as_source": int((ok["codec"] == "source").sum()),
+            "jpeg_lossless": int((ok["codec"] == JPEG_XL).sum()),
             "bytes_in": bytes_in, "bytes_out": bytes_out,
             "savings": (1 - bytes_out / bytes_in) if bytes_in else None,
             "mean_bpp": float(tng["bpp"].mean()) if len(tng) else None,
             "mean_psnr": float(tng["psnr"].mean()) if len(tng) else None}
+
+
+def by_codec(ok) -> list[dict]:
+    """Per codec (TNG, lossless JPEG recompression, kept as source): images, bytes in and out, bytes
+    saved, and the share of the archive's images and of its bytes each holds."""
+    images, bytes_out = len(ok), int(ok["bitstream_bytes"].sum())
+    out = []
+    for codec in sorted(set(ok["codec"]), key=lambda c: (CODEC_ORDER.index(c) if c in CODEC_ORDER else 99, c)):
+        part = ok[ok["codec"] == codec]
+        g = _group(part, "codec")
+        g.update(codec=codec, label=CODEC_LABELS.get(codec, codec), saved_bytes=g["bytes_in"] - g["bytes_out"],
+                 share_of_images=len(part) / images if images else None,
+                 share_of_bytes_out=g["bytes_out"] / bytes_out if bytes_out else None)
+        out.append(g)
+    return out
+
+
+def by_reason(rows, column: str) -> list[dict]:
+    """Rows grouped by the kind of their reason (`column`): an example, the count, up to 5 keys."""
+    reasons = []
+    for cls, part in rows.groupby(rows[column].fillna("unknown").map(reason_class), sort=False):
+        reasons.append({"reason": part[column].iloc[0] or "unknown", "kind": cls, "count": int(len(part)),
+                        "keys": sorted(part["key"])[:5]})
+    reasons.sort(key=lambda r: (-r["count"], r["kind"]))
+    return reasons
 
 
 def reason_class(reason: str) -> str:
@@ -125,6 +155,7 @@ def archive_figures(a: Archive, worst: int = 6) -> dict:
     head = _group(ok, "all")
     del head["all"]
     head.update(keys=int(len(df)), ok=int(len(ok)), errors=int(len(errors)), coded_by_tng=int(len(tng)),
+                saved_bytes=head["bytes_in"] - head["bytes_out"],
                 ratio=(head["bytes_in"] / head["bytes_out"]) if head["bytes_out"] else None,
                 mean_ms_ssim=float(tng["ms_ssim"].mean()) if tng["ms_ssim"].notna().any() else None,
                 megapixels=float((ok["width"].astype(float) * ok["height"]).sum() / 1e6),
@@ -144,11 +175,7 @@ def archive_figures(a: Archive, worst: int = 6) -> dict:
         g["format"] = fmt
         by_format.append(g)
     by_format.sort(key=lambda g: -g["images"])
-    reasons = []
-    for cls, part in errors.groupby(errors["error"].fillna("unknown").map(reason_class), sort=False):
-        reasons.append({"reason": part["error"].iloc[0] or "unknown", "kind": cls, "count": int(len(part)),
-                        "keys": sorted(part["key"])[:5]})
-    reasons.sort(key=lambda r: (-r["count"], r["kind"]))
+    kept = ok[(ok["codec"] == "source") & ok["note"].notna()]
     low = tng[tng["psnr"].notna()].sort_values(["psnr", "key"]).head(worst)
     times = df["encoded_at"].dropna()
     complete = {r.get("run_id") for r in a.runs}
@@ -162,6 +189,7 @@ def archive_figures(a: Archive, worst: int = 6) -> dict:
                     "first_encoded": times.min().isoformat() if len(times) else None,
                     "last_encoded": times.max().isoformat() if len(times) else None},
         "distributions": {"bpp": _stats(tng["bpp"]), "psnr": _stats(tng["psnr"]), "ms_ssim": _stats(tng["ms_ssim"])},
+        "by_codec": by_codec(ok),
         "by_format": by_format,
         "by_resolution": by_res,
         "worst": [{"key": r.key, "width": int(r.width), "height": int(r.height), "bpp": float(r.bpp),
@@ -169,7 +197,8 @@ def archive_figures(a: Archive, worst: int = 6) -> dict:
                    "quality": float(r.quality), "source_format": r.source_format, "source_uri": r.source_uri,
                    "source_sha256": r.source_sha256, "encoded_at": r.encoded_at.isoformat()}
                   for r in low.itertuples()],
-        "errors": reasons,
+        "errors": by_reason(errors, "error"),
+        "kept": by_reason(kept, "note"),
     }
 
 
@@ -284,11 +313,11 @@ def sample_rows(df, n: int, seed: int):
 
 
 def rd_study(a: Archive, args: argparse.Namespace, opts: dict) -> tuple[dict, bytes | None]:
-    from codec.rd import bd_results, mean_curves, pillow_encoders, rate_at_psnr, setting_at_psnr
+    from codec.rd import bd_results, mean_curves, baseline_encoders, rate_at_psnr, setting_at_psnr
     from pipeline.sweep import sweep_sources
 
     baselines = parse_baselines(args.baselines)
-    available = tuple(pillow_encoders(1, baselines))
+    available = tuple(baseline_encoders(1, baselines))
     ok = a.rows[a.rows["status"] == "ok"]
     sample = sample_rows(ok, args.sample, args.seed)
     items = [{"key": r.key, "uri": source_uri(args.source, r.key, r.source_uri)} for r in sample.itertuples()]
@@ -390,10 +419,17 @@ def info_text(fig: dict) -> str:
     h, s = fig["headline"], fig["storage"]
     mb = lambda n: f"{n / 1e6:,.1f} MB"  # noqa: E731
     lines = [f"archive {fig['archive']}: {h['keys']:,} images: {h['ok']:,} ok ({h['coded_by_tng']:,} coded by TNG, "
-             f"{h['kept_as_source']:,} kept as source), {h['errors']:,} errors"]
+             f"{h['jpeg_lossless']:,} JPEGs recompressed losslessly, {h['kept_as_source']:,} kept as source), "
+             f"{h['errors']:,} errors"]
     if h["ok"]:
         lines.append(f"bytes: {mb(h['bytes_in'])} in, {mb(h['bytes_out'])} out, savings "
                      f"{100 * h['savings']:.1f}%" + (f" ({h['ratio']:.2f}x)" if h["ratio"] else ""))
+    for c in fig["by_codec"]:
+        lines.append(f"  {c['label']}: {c['images']:,} images ({100 * c['share_of_images']:.1f}%), "
+                     f"{mb(c['bytes_in'])} -> {mb(c['bytes_out'])}, saved {mb(c['saved_bytes'])}"
+                     + (f" ({100 * c['savings']:.1f}%)" if c["savings"] is not None else "")
+                     + (f", {100 * c['share_of_bytes_out']:.1f}% of the archive's bytes"
+                        if c["share_of_bytes_out"] is not None else ""))
     if h["mean_bpp"] is not None:
         d = fig["distributions"]
         lines.append(f"TNG: mean {h['mean_bpp']:.3f} bpp (median {d['bpp']['median']:.3f}), mean PSNR "
@@ -426,7 +462,8 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", help="the SRC the archive was made from: thumbnails of originals and an RD study")
     p.add_argument("--sample", type=int, default=16, help="images in the RD study (spread over the archive)")
     p.add_argument("--seed", type=int, default=0, help="seed of the RD study's sample")
-    p.add_argument("--baselines", default="jpeg,webp,avif", help="classic codecs in the RD study")
+    p.add_argument("--baselines", default="jpeg,webp,avif,jxl",
+                   help=f"classic codecs in the RD study, comma-separated from {','.join(BASELINE_NAMES)}")
     p.add_argument("--targets", type=_targets, help="PSNRs (dB) for the quality-to-choose table, comma-separated "
                                                     "(default: whole dB values across TNG's measured range)")
     p.add_argument("--worst", type=int, default=6, help="how many of the worst images by PSNR to show")

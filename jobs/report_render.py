@@ -25,11 +25,20 @@ def _pct(v) -> str:
 
 
 def _group_rows(groups: list[dict], label: str) -> list[list[str]]:
-    return [[g[label], f"{g['images']:,}", f"{g['kept_as_source']:,}", _mb(g["bytes_in"]), _mb(g["bytes_out"]),
-             _pct(g["savings"]), _f(g["mean_bpp"], ".3f"), _f(g["mean_psnr"], ".2f", " dB")] for g in groups]
+    return [[g[label], f"{g['images']:,}", f"{g.get('jpeg_lossless', 0):,}", f"{g['kept_as_source']:,}",
+             _mb(g["bytes_in"]), _mb(g["bytes_out"]), _pct(g["savings"]), _f(g["mean_bpp"], ".3f"),
+             _f(g["mean_psnr"], ".2f", " dB")] for g in groups]
 
 
-GROUP_HEADERS = ["images", "kept as source", "bytes in", "bytes out", "savings", "mean bpp", "mean PSNR"]
+GROUP_HEADERS = ["images", "JPEG, lossless", "kept as source", "bytes in", "bytes out", "savings", "mean bpp",
+                 "mean PSNR"]
+CODEC_HEADERS = ["codec", "images", "share of images", "bytes in", "bytes out", "bytes saved", "savings",
+                 "share of the archive's bytes"]
+
+
+def _codec_rows(codecs: list[dict]) -> list[list[str]]:
+    return [[c["label"], f"{c['images']:,}", _pct(c["share_of_images"]), _mb(c["bytes_in"]), _mb(c["bytes_out"]),
+             _mb(c["saved_bytes"]), _pct(c["savings"]), _pct(c["share_of_bytes_out"])] for c in codecs]
 
 
 def sections(fig: dict, pictures: dict[str, bytes]) -> list[tuple[str, str, list[Block]]]:
@@ -37,11 +46,13 @@ def sections(fig: dict, pictures: dict[str, bytes]) -> list[tuple[str, str, list
     h, s, d = fig["headline"], fig["storage"], fig["distributions"]
     out = []
     summary = [
-        ("p", f"{h['keys']:,} images: {h['ok']:,} ok ({h['coded_by_tng']:,} coded by TNG, {h['kept_as_source']:,} "
-              f"kept as their source file because TNG would not make them smaller), {h['errors']:,} errors."),
+        ("p", f"{h['keys']:,} images: {h['ok']:,} ok ({h['coded_by_tng']:,} coded by TNG, {h.get('jpeg_lossless', 0):,} "
+              f"JPEGs recompressed losslessly with JPEG XL, {h['kept_as_source']:,} kept as their source file), "
+              f"{h['errors']:,} errors."),
         ("table", ["figure", "value"], [
             ["bytes in (source files of ok rows)", _mb(h["bytes_in"])],
             ["bytes out (archived)", _mb(h["bytes_out"])],
+            ["bytes saved", _mb(h.get("saved_bytes"))],
             ["savings", _pct(h["savings"])],
             ["compression ratio", _f(h["ratio"], ".2f", "×")],
             ["megapixels", _f(h["megapixels"], ",.1f")],
@@ -58,6 +69,16 @@ def sections(fig: dict, pictures: dict[str, bytes]) -> list[tuple[str, str, list
     for u in s["unreadable_shards"]:
         summary.append(("p", f"Warning: shard {u['shard']} could not be read ({u['reason']}); its rows are not counted."))
     out.append(("summary", f"Archive {fig['archive']}", summary))
+
+    if fig.get("by_codec"):
+        out.append(("codecs", "By codec", [
+            ("p", "What each way of storing a file saved. JPEGs recompressed losslessly and files kept as their "
+                  "source give back the original file byte for byte; the notes on kept files say why they were "
+                  "kept (per row, in the archive's `note` column)."),
+            ("table", CODEC_HEADERS, _codec_rows(fig["by_codec"]))]
+            + ([("table", ["why kept as source", "images", "example keys"],
+                 [[k["reason"], f"{k['count']:,}", ", ".join(k["keys"])] for k in fig["kept"]])]
+               if fig.get("kept") else [])))
 
     dist = [("p", "Per-image figures of the rows coded by TNG (rows kept as source are lossless).")]
     names = {"bpp": "bpp", "psnr": "PSNR (dB)", "ms_ssim": "MS-SSIM"}

@@ -30,15 +30,18 @@ SCHEMA = pa.schema([
     ("width", pa.int32()),
     ("height", pa.int32()),
     ("mode", pa.string()),              # Pillow mode of the source
-    ("codec", pa.string()),             # 'tng', or 'source' when TNG would not make the file smaller
-    ("bitstream", pa.binary()),         # the .tng file, or the source file as it was
+    ("codec", pa.string()),             # 'tng'; 'jpeg-jxl': a JPEG recompressed losslessly (JPEG XL, restores
+                                        # the file byte for byte); 'source': the file as it was (TNG would not
+                                        # make it smaller, or --jpeg keep / a JPEG that cannot be recompressed)
+    ("note", pa.string()),              # why a file was kept as 'source' when another codec was asked for
+    ("bitstream", pa.binary()),         # the .tng file, the JPEG XL file, or the source file as it was
     ("bitstream_bytes", pa.int64()),
     ("bpp", pa.float64()),              # bitstream_bytes·8 / (width·height)
-    ("psnr", pa.float64()),             # dB, decoded RGB vs source RGB; null for 'source' (lossless)
-    ("ms_ssim", pa.float64()),          # null above 16 MP (memory) and for 'source'
-    ("quality", pa.float64()),
+    ("psnr", pa.float64()),             # dB, decoded RGB vs source RGB; null for the lossless codecs
+    ("ms_ssim", pa.float64()),          # null above 16 MP (memory) and for the lossless codecs
+    ("quality", pa.float64()),          # TNG's; null for the lossless codecs unless TNG was tried first
     ("model_id", pa.int32()),
-    ("decoded_sha256", pa.string()),    # sha256 of the decoded pixels (tng) or of the file ('source')
+    ("decoded_sha256", pa.string()),    # sha256 of the decoded pixels (tng) or of the restored file (lossless)
     ("exif", pa.binary()),
     ("icc_profile", pa.binary()),
     ("status", pa.string()),            # 'ok' or 'error'

@@ -1,7 +1,8 @@
 """The per-batch work of the jobs, as Ray Data UDFs. Every input row leaves as exactly one output row:
 all per-image failures are caught here and become `status='error'` rows with the reason.
 
-- `load_batch` (tasks): read each file through fsspec, hash it, decode and validate the image.
+- `load_batch` (tasks): read each file through fsspec, hash it, decode and validate the image; JPEGs
+  under `--jpeg lossless|keep` are recompressed (JPEG XL) or kept here, their pixels not decoded.
 - `CompressActor` (actor pool): holds the model; encodes a batch (tiles of equal size share network
   passes, see `Codec.encode_batch`), measures, builds the archive rows.
 - `DecodeActor` (actor pool): decodes archive rows for `decompress` and `audit`.
@@ -16,6 +17,7 @@ import numpy as np
 
 from codec import Codec, TNGError, ms_ssim, open_image, psnr
 from codec.images import to_pil
+from codec.jpeg_transcode import CODEC as JPEG_XL, DEFAULT_JPEG_CHOICE, is_jpeg, jpeg_info, restore, store_jpeg
 
 from .archive import SCHEMA, open_fs
 
@@ -27,23 +29,31 @@ def _pixels_sha256(image) -> str:
     return hashlib.sha256(np.ascontiguousarray(np.asarray(image)).tobytes()).hexdigest()
 
 
-def load_batch(batch: dict, storage_options: dict, max_pixels: int, done: frozenset = frozenset()) -> dict:
+def load_batch(batch: dict, storage_options: dict, max_pixels: int, done: frozenset = frozenset(),
+               jpeg: str = DEFAULT_JPEG_CHOICE) -> dict:
     """Columns in: key, source_uri, source_version. Out: the source facts, the decoded image (a pickled
     SourceImage, passed between our own stages only; empty when it could not be read) and an error.
 
     Rows whose (key, sha256) is in `done` (already archived, unchanged) are left out: nothing to do.
+    A JPEG file under `jpeg` 'lossless' or 'keep' is settled here, without decoding its pixels: `stored`
+    names the codec of what `data` then holds (the JPEG XL file, or the file as it is), `note` says why
+    a file was kept; the image column holds its header (an ImageInfo) instead of the pixels.
     """
     out = {k: [] for k in ("key", "source_uri", "source_version", "source_bytes", "source_sha256", "data", "image",
-                           "error")}
+                           "stored", "note", "error")}
     for key, uri, version in zip(batch["key"], batch["source_uri"], batch["source_version"]):
-        data, image, error, sha = b"", None, None, None
+        data, image, error, sha, stored = b"", None, None, None, None
         try:
             fs, path = open_fs(uri, storage_options)
             data = fs.cat_file(path)
             sha = hashlib.sha256(data).hexdigest()
             if (key, sha) in done:
                 continue
-            image = open_image(data, max_pixels=max_pixels)
+            if jpeg != "tng" and is_jpeg(data):
+                image = jpeg_info(data, max_pixels)
+                stored = store_jpeg(data, jpeg)
+            else:
+                image = open_image(data, max_pixels=max_pixels)
         except TNGError as e:
             error = str(e)
         except Exception as e:  # I/O: permissions, vanished object, network
@@ -53,8 +63,11 @@ def load_batch(batch: dict, storage_options: dict, max_pixels: int, done: frozen
         out["source_version"].append(version or None)
         out["source_bytes"].append(len(data))
         out["source_sha256"].append(sha)
-        out["data"].append(data)
+        out["data"].append(stored.data if stored else data)
         out["image"].append(pickle.dumps(image) if image is not None else b"")  # opaque to Arrow
+        # "" rather than None: a column of only None reaches the actor as float NaN
+        out["stored"].append(stored.codec if stored else "")
+        out["note"].append(stored.note or "" if stored else "")
         out["error"].append(error)
     return {k: np.array(v, dtype=np.int64 if k == "source_bytes" else object) for k, v in out.items()}
 
@@ -79,10 +92,14 @@ class CompressActor:
         pixels = 0
         for i in range(n):
             if len(batch["image"][i]):
-                src = sources[i] = pickle.loads(batch["image"][i])
-                pixels += src.width * src.height
+                src = pickle.loads(batch["image"][i])
                 rows[i].update(source_format=src.source_format, width=src.width, height=src.height,
                                mode=src.source_mode, exif=src.exif, icc_profile=src.icc_profile)
+                if batch["stored"][i]:  # settled by load_batch (a JPEG recompressed or kept)
+                    self._stored(rows[i], batch["stored"][i], batch["data"][i], batch["note"][i] or None)
+                else:
+                    sources[i] = src
+                    pixels += src.width * src.height
             if sources and (pixels >= CHUNK_PIXELS or i == n - 1):
                 self._encode(batch, rows, sources)
                 sources, pixels = {}, 0
@@ -101,6 +118,12 @@ class CompressActor:
             else:
                 self._encoded(rows[i], src, batch["data"][i], enc)
 
+    def _stored(self, row: dict, codec: str, data: bytes, note: str | None) -> None:
+        """A lossless row: `data` restores the source file exactly (sha256 of it = source_sha256)."""
+        row.update(codec=codec, note=note, bitstream=data, bitstream_bytes=len(data),
+                   bpp=len(data) * 8 / (row["width"] * row["height"]), decoded_sha256=row["source_sha256"],
+                   status="ok", error=None)
+
     def _row(self, b: dict, i: int) -> dict:
         row = {name: None for name in SCHEMA.names}
         row.update(key=b["key"][i], source_uri=b["source_uri"][i], source_bytes=int(b["source_bytes"][i]),
@@ -117,15 +140,17 @@ class CompressActor:
                        ms_ssim=ms_ssim(src.rgb, enc.reconstruction) if small else None,
                        decoded_sha256=_pixels_sha256(decoded))
         else:
-            row.update(codec="source", bitstream=data, decoded_sha256=row["source_sha256"])
+            row.update(codec="source", bitstream=data, decoded_sha256=row["source_sha256"],
+                       note=f"kept as it is: TNG would not make it smaller ({len(enc.data)} bytes)")
         row.update(bitstream_bytes=len(row["bitstream"]), bpp=len(row["bitstream"]) * 8 / (src.width * src.height),
                    quality=enc.quality, model_id=self.codec.model_id, status="ok", error=None)
 
 
 class DecodeActor:
-    """Decodes archive rows. Out: key, codec, the decoded image file bytes (PNG, or the source file for
-    codec='source'), its suffix, the decoded pixels' sha256 and whether it matches, and PSNR against
-    the original when a source root is given."""
+    """Decodes archive rows. Out: key, codec, the decoded image file bytes (PNG for 'tng'; the original
+    file, byte for byte, for 'source' and 'jpeg-jxl'), its suffix, the sha256 of the decoded pixels
+    (or of the restored file) and whether it matches, and PSNR against the original when a source
+    root is given."""
 
     def __init__(self, threads: int, source_root: str | None = None, storage_options: dict | None = None):
         import torch
@@ -144,16 +169,21 @@ class DecodeActor:
         row = {"key": b["key"][i], "codec": b["codec"][i], "file": None, "suffix": None, "decoded_sha256": None,
                "hash_ok": False, "psnr": None, "error": None}
         try:
-            if b["codec"][i] == "source":
-                row.update(file=b["bitstream"][i], suffix="", decoded_sha256=hashlib.sha256(b["bitstream"][i]).hexdigest())
-            else:
+            if b["codec"][i] in ("source", JPEG_XL):  # the original file, byte for byte
+                file = b["bitstream"][i] if b["codec"][i] == "source" else restore(b["bitstream"][i])
+                row.update(file=file, suffix="", decoded_sha256=hashlib.sha256(file).hexdigest())
+            elif b["codec"][i] == "tng":
                 dec = self.codec.decode(b["bitstream"][i])
                 image = dec.image
                 row.update(file=image_bytes(image, "PNG", dec.exif, dec.icc_profile), suffix=".png",
                            decoded_sha256=_pixels_sha256(image))
                 if self.source_root is not None:
                     row["psnr"] = self._psnr_vs_source(b["key"][i], dec.rgb)
+            else:
+                raise TNGError(f"unknown codec {b['codec'][i]!r} (a newer TNG wrote this row?)")
             row["hash_ok"] = row["decoded_sha256"] == b["decoded_sha256"][i]
+            if b["codec"][i] != "tng":  # lossless: the very file that was archived
+                row["hash_ok"] = row["hash_ok"] and row["decoded_sha256"] == b["source_sha256"][i]
         except Exception as e:
             row["error"] = str(e) if isinstance(e, TNGError) else f"{type(e).__name__}: {e}"
         return row

@@ -16,11 +16,11 @@ class SweepActor:
         import torch
 
         from codec import Codec
-        from codec.rd import pillow_encoders
+        from codec.rd import baseline_encoders
 
         torch.set_num_threads(threads)
         self.codec = Codec(model_id=model_id, device="cpu", refine=refine)
-        self.encoders = pillow_encoders(threads, baselines)
+        self.encoders = baseline_encoders(threads, baselines)
         self.opts, self.max_pixels = storage_options, max_pixels
 
     def __call__(self, row: dict) -> dict:

@@ -66,3 +66,15 @@ def s3():
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def ray_local(s3):
+    """A local Ray of 2 CPUs for the module's tests, started after the moto server (see `s3`)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             _system_config={"prestart_worker_first_driver": False, "enable_metrics_collection": False})
+    ray.data.DataContext.get_current().execution_options.verbose_progress = False
+    yield
+    ray.shutdown()
