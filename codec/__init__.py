@@ -5,7 +5,10 @@ Usable on its own, without Ray:
     from codec import Codec, open_image
     enc = Codec().encode(open_image("photo.jpg"), quality=4)   # enc.data: the .tng bytes
     img = Codec().decode(enc.data).image                        # a PIL image, original mode
+
+and, once `codec` is imported, Pillow opens and writes .tng files (`codec/pillow_plugin.py`).
 """
+from . import pillow_plugin  # noqa: F401  (registers .tng with Pillow: Image.open / Image.save)
 from .coder import Codec, Decoded, Encoded
 from .errors import TNGError
 from .images import DEFAULT_MAX_PIXELS, Colour, Flag, SourceImage, image_bytes, open_image, save_image, to_pil
