@@ -2,8 +2,9 @@
 
 decompress writes each current `ok` row to OUT/<key> (TNG rows as PNG: OUT/<key>.png with the
 original suffix replaced; JPEGs recompressed with JPEG XL and rows kept as source: the original file,
-byte for byte, under its own name). Keys are checked
-so that nothing is ever written outside OUT, whatever a key says.
+byte for byte, under its own name). Keys are checked so that nothing is ever written outside OUT,
+whatever a key says: a key that would land there (`..`, an absolute path, a symlink inside OUT) is
+skipped with its reason, every other row is written, and the exit status is 1.
 
 audit decodes the rows, checks each stream's checksums (the container's CRCs) and that the decoded
 pixels hash to `decoded_sha256` (for the lossless codecs: that the restored file hashes to
@@ -18,6 +19,7 @@ import json
 import sys
 from pathlib import Path
 
+from codec.errors import TNGError
 from jobs.compress import RunError, parse_storage_options
 
 DECODE_COLUMNS = ["key", "codec", "bitstream", "decoded_sha256", "source_sha256", "psnr"]
@@ -69,7 +71,8 @@ def decode_rows(rows, address: str | None, workers: int, source: str | None, opt
 
 def safe_target(out: Path, key: str, suffix: str) -> Path:
     """OUT/key with its suffix replaced; refuses keys that would land outside OUT."""
-    if not key or key.startswith("/") or "\\" in key or any(p in ("", ".", "..") for p in key.split("/")):
+    if (not key or key.startswith("/") or "\\" in key or "\0" in key
+            or any(p in ("", ".", "..") for p in key.split("/"))):
         raise RunError(f"refusing unsafe key {key!r}")
     target = out / key
     if suffix:
@@ -81,22 +84,40 @@ def safe_target(out: Path, key: str, suffix: str) -> Path:
 
 
 def decompress(args: argparse.Namespace) -> int:
+    """Write every selected row under OUT. A key that would land outside OUT is skipped with its reason,
+    as `unzip` does, and everything else is still written; the exit status is 1 if any row was skipped
+    or failed to decode."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     from codec.images import write_atomically
 
     opts = parse_storage_options(args.storage_option)
     rows = selected_rows(args.archive, opts, args.keys, args.sample)
     out = Path(args.out)
-    targets = {k: safe_target(out, k, "") for k in rows["key"].to_pylist()}  # refuse before any work
+    unsafe = {}
+    for key in rows["key"].to_pylist():  # refused before any decoding work
+        try:
+            safe_target(out, key, "")
+        except RunError as e:
+            unsafe[key] = str(e)
+    for key, reason in unsafe.items():
+        print(f"{key!r}: skipped: {reason}", file=sys.stderr)
+    if unsafe:
+        rows = rows.filter(pc.invert(pc.is_in(rows["key"], pa.array(list(unsafe), pa.string()))))
     failed = 0
     for r in decode_rows(rows, args.address, args.workers, None, opts):
-        if r["error"]:
-            print(f"{r['key']}: error: {r['error']}", file=sys.stderr)
+        try:
+            if r["error"]:
+                raise RunError(r["error"])
+            write_atomically(safe_target(out, r["key"], r["suffix"]), r["file"])  # checked again: OUT may change
+        except (RunError, TNGError) as e:
+            print(f"{r['key']}: error: {e}", file=sys.stderr)
             failed += 1
-            continue
-        write_atomically(safe_target(out, r["key"], r["suffix"]) if r["suffix"] else targets[r["key"]], r["file"])
-    print(f"decompressed {rows.num_rows - failed} of {rows.num_rows} images to {out}"
-          + (f"; {failed} failed" if failed else ""))
-    return 1 if failed else 0
+    total = rows.num_rows + len(unsafe)
+    print(f"decompressed {rows.num_rows - failed} of {total} images to {out}"
+          + (f"; {failed} failed" if failed else "") + (f"; {len(unsafe)} unsafe keys skipped" if unsafe else ""))
+    return 1 if failed or unsafe else 0
 
 
 def audit(args: argparse.Namespace) -> int:

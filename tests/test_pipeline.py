@@ -180,6 +180,32 @@ def test_decompress_refuses_keys_outside_out(tmp_path):
     assert safe_target(tmp_path, "a/b.jpg", ".png") == tmp_path / "a" / "b.png"
 
 
+def test_decompress_skips_unsafe_keys_and_writes_the_rest(ray_local, src, tmp_path, capsys):
+    """Hostile keys in a real archive through the real command: each is skipped with its reason (as
+    unzip does), every other image is written, nothing lands outside OUT, and the exit status is 1."""
+    archive, out, outside = tmp_path / "archive", tmp_path / "restored", tmp_path / "outside"
+    assert main(["compress", str(src), str(archive), "--workers", "1"]) == 0
+    hostile = {"cat.png": "../evil.png", "deep/alpha.png": str(tmp_path / "abs.png"), "small.jpg": "link/small.jpg",
+               "deep/er/cup.jpg": "deep/er/cup.jpg"}
+    for shard in (archive / "shards").glob("*.parquet"):
+        t = pq.read_table(shard)
+        keys = [hostile.get(k, k) for k in t["key"].to_pylist()]
+        pq.write_table(t.set_column(t.schema.get_field_index("key"), "key", pa.array(keys, pa.string())), shard)
+    outside.mkdir()
+    out.mkdir()
+    (out / "link").symlink_to(outside, target_is_directory=True)  # a symlink inside OUT
+    capsys.readouterr()
+    assert main(["decompress", str(archive), str(out), "--workers", "1"]) == 1
+    cap = capsys.readouterr()
+    assert (out / "deep" / "er" / "cup.jpg").read_bytes() == (src / "deep" / "er" / "cup.jpg").read_bytes()
+    assert list(outside.iterdir()) == [] and not (tmp_path / "evil.png").exists() and not (tmp_path / "abs.png").exists()
+    assert "decompressed 1 of 4 images" in cap.out and "3 unsafe keys skipped" in cap.out
+    for key in ("../evil.png", str(tmp_path / "abs.png"), "link/small.jpg"):
+        assert f"{key!r}: skipped: refusing" in cap.err
+    assert "resolves outside" in cap.err  # the symlink case
+    assert main(["audit", str(archive), "--workers", "1"]) == 0  # the rows themselves are sound
+
+
 def test_s3_round_trip(ray_local, s3, src, tmp_path, capsys):
     import s3fs
 
