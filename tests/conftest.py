@@ -1,6 +1,8 @@
 """Shared fixtures: sample photos shipped in the repo and one codec instance per session."""
 from __future__ import annotations
 
+import contextlib
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -78,3 +80,25 @@ def ray_local(s3):
     ray.data.DataContext.get_current().execution_options.verbose_progress = False
     yield
     ray.shutdown()
+
+
+@contextlib.contextmanager
+def allocation_peak():
+    """Peak bytes allocated through Python and numpy inside the block (tracemalloc; numpy reports
+    its buffers to it). Proof that a refusal came before any pixel buffer was allocated, where a
+    timer would only suggest it and flake on a busy machine. Yields a dict; "peak" is set on exit."""
+    box: dict = {}
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    try:
+        yield box
+    finally:
+        box["peak"] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+
+
+def bomb_stream(model_id: int, width: int = 60000, height: int = 60000) -> bytes:
+    """A .tng file with intact checksums whose header claims width×height pixels."""
+    from codec.container import Header, pack
+
+    return pack(Header(model_id, b"abcd", width, height, 2, 0, 4000, 1024), [b"", b"", b""] + [b"\0" * 8] * 3)

@@ -71,9 +71,10 @@ def test_missing_file_and_bad_arguments(tmp_path):
     assert r.returncode == 1 and "cannot read" in r.stderr
     r = tng("encode", SAMPLES / "chelsea.png", tmp_path / "o.tng", "--quality", "9")
     assert r.returncode == 2 and "between 1 and 8" in r.stderr
-    (tmp_path / "x.tng").write_bytes(b"")
-    r = tng("decode", SAMPLES / "chelsea.png", tmp_path / "o.unknownext")
+    assert tng("encode", SAMPLES / "chelsea.png", tmp_path / "x.tng", "--quality", "1").returncode == 0
+    r = tng("decode", tmp_path / "x.tng", tmp_path / "o.unknownext")  # a good stream: the extension is the fault
     assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "'.unknownext' is not a writable image format" in r.stderr and not (tmp_path / "o.unknownext").exists()
 
 
 def test_alpha_to_jpeg_is_refused_not_dropped(tmp_path):

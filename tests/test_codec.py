@@ -12,7 +12,7 @@ from PIL import Image, ImageCms
 from codec import Codec, Colour, Flag, TNGError, open_image, psnr
 from codec.intnet import ACT_BITS, ACT_MAX, WEIGHT_BITS, HyperSynthesis
 from codec.registry import DEFAULT_MODEL_ID, load_model
-from conftest import sample_rgb
+from conftest import allocation_peak, bomb_stream, sample_rgb
 
 
 @pytest.mark.parametrize("h,w", [(1, 1), (1, 200), (3, 2), (63, 65), (97, 150)])
@@ -24,10 +24,18 @@ def test_any_size_round_trips(codec, small_photo, h, w):
     assert np.array_equal(dec.rgb, enc.reconstruction)
 
 
-def test_tiles_round_trip_and_bound_memory(small_photo):
+def test_tiles_round_trip_and_no_pass_sees_more_than_a_tile(small_photo, monkeypatch):
+    """Memory is bounded by the tile: no network pass, encode or decode, gets more than one tile."""
     tiled = Codec(device="cpu", tile=64)
+    seen = []
+    analyse, synthesise = Codec._analyse, Codec._synthesise
+    monkeypatch.setattr(Codec, "_analyse", lambda self, net, x: seen.append(x.shape[-2:]) or analyse(self, net, x))
+    monkeypatch.setattr(Codec, "_synthesise", lambda self, lm, r, m, q: seen.append(r.shape[-2:]) or synthesise(self, lm, r, m, q))
     enc = tiled.encode(small_photo, quality=5)
     dec = tiled.decode(enc.data)
+    assert len(seen) >= 2 * 6  # 150x97 in tiles of 64: 3 x 2 tiles, analysed and synthesised
+    assert all(h <= 64 and w <= 64 for h, w in seen)  # pixels in, latents (÷16) out: at most one tile
+    monkeypatch.undo()
     assert np.array_equal(dec.rgb, enc.reconstruction)
     assert enc.psnr > 24 and dec.header.tile == 64
     # A decoder with default settings reads the tile size from the file.
@@ -95,8 +103,29 @@ def _exact_by_unfold(z: torch.Tensor, params) -> tuple[torch.Tensor, torch.Tenso
     return x[:, :m].double() / 2**ACT_BITS, x[:, m:]
 
 
-def test_entropy_parameters_are_exact_integers():
-    lm = load_model(1)
+def test_stream_bombs_are_refused_before_allocation(tmp_path, capsys):
+    """A header claiming 60000x60000 is refused by Codec.decode and by `tng decode` before any pixel
+    buffer exists (measured: allocations stay tiny), with the limit named."""
+    from jobs.cli import main
+
+    data = bomb_stream(DEFAULT_MODEL_ID)
+    codec = Codec(device="cpu")
+    with allocation_peak() as mem, pytest.raises(TNGError, match="exceeds the pixel limit"):
+        codec.decode(data)
+    assert mem["peak"] < 100_000
+    (tmp_path / "bomb.tng").write_bytes(data)
+    with allocation_peak() as mem:
+        assert main(["decode", str(tmp_path / "bomb.tng"), str(tmp_path / "out.png")]) == 1
+    # The command loads the model (a few MB); the image would need 10.8 GB.
+    assert mem["peak"] < 50_000_000 and not (tmp_path / "out.png").exists()
+    assert "exceeds the pixel limit of 250000000 (--max-pixels)" in capsys.readouterr().err
+    assert main(["decode", str(tmp_path / "bomb.tng"), str(tmp_path / "out.png"), "--max-pixels", "1000"]) == 1
+    assert "pixel limit of 1000" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model_id", sorted({1, DEFAULT_MODEL_ID}))
+def test_entropy_parameters_are_exact_integers(model_id):
+    lm = load_model(model_id)
     g = torch.Generator().manual_seed(0)
     z = torch.randint(-6, 7, (1, lm.net.n, 3, 4), generator=g)
     mean, idx = HyperSynthesis.exact(z, lm.hyper)
@@ -144,9 +173,10 @@ def _synthesis_by_halves(synth, residual, mean, q_milli):
 
 
 @pytest.mark.filterwarnings("ignore:TF32")
-def test_synthesis_is_exact_integer_arithmetic(codec, small_photo):
+@pytest.mark.parametrize("model_id", sorted({1, DEFAULT_MODEL_ID}))
+def test_synthesis_is_exact_integer_arithmetic(codec, small_photo, model_id):
     """Decoded pixels must not depend on summation order (threads, BLAS, CPU kind, GPU)."""
-    lm = load_model(1)
+    lm = load_model(model_id)
     assert max(lm.synth.bounds) < 2**53
     pixels = codec._pixels([small_photo])
     y = codec._analyse(lm.net, pixels[0])

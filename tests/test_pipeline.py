@@ -5,6 +5,8 @@ import hashlib
 import io
 import json
 import shutil
+import struct
+import zlib
 
 import numpy as np
 import pyarrow as pa
@@ -206,6 +208,91 @@ def test_decompress_skips_unsafe_keys_and_writes_the_rest(ray_local, src, tmp_pa
     assert main(["audit", str(archive), "--workers", "1"]) == 0  # the rows themselves are sound
 
 
+def test_decompress_keys_and_sample_and_audit_sample(ray_local, src, tmp_path, capsys):
+    archive = tmp_path / "archive"
+    assert main(["compress", str(src), str(archive), "--workers", "1"]) == 0
+    ok = sorted(r["key"] for r in pq.read_table(archive / "shards").to_pylist() if r["status"] == "ok")
+    assert main(["decompress", str(archive), str(tmp_path / "some"), "--keys", "cat.png", "small.jpg"]) == 0
+    assert sorted(str(p.relative_to(tmp_path / "some")) for p in (tmp_path / "some").rglob("*") if p.is_file()) == [
+        "cat.png", "small.jpg"]
+    capsys.readouterr()
+    assert main(["decompress", str(archive), str(tmp_path / "none"), "--keys", "cat.png", "nope.png"]) == 1
+    assert "not in the archive (or not ok): nope.png" in capsys.readouterr().err and not (tmp_path / "none").exists()
+    # --sample picks by a hash of the key: the same keys every time, here worked out independently.
+    picked = sorted(k for k in ok if int(hashlib.sha256(k.encode()).hexdigest()[:8], 16) < 0.5 * 2**32)
+    assert 0 < len(picked) < len(ok)
+    out = tmp_path / "sample"
+    assert main(["decompress", str(archive), str(out), "--sample", "0.5"]) == 0
+    got = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert [g.rsplit(".", 1)[0] for g in got] == [k.rsplit(".", 1)[0] for k in picked]
+    assert main(["audit", str(archive), "--sample", "0.5", "--report", str(tmp_path / "a.json")]) == 0
+    assert json.loads((tmp_path / "a.json").read_text())["rows_checked"] == len(picked)
+    capsys.readouterr()
+    assert main(["audit", str(archive), "--sample", "0"]) == 1
+    assert "--sample must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_compress_target_psnr_and_max_pixels(ray_local, src, tmp_path):
+    out = tmp_path / "archive"
+    assert main(["compress", str(src), str(out), "--workers", "1", "--target-psnr", "31", "--max-pixels", "100000",
+                 "--jpeg", "tng"]) == 0
+    rows = _rows(out)
+    manifest = json.loads(next((out / "runs").glob("*.json")).read_text())
+    assert manifest["settings"]["target_psnr"] == 31 and manifest["settings"]["max_pixels"] == 100000
+    # cat.png is 451x300 = 135,300 pixels: refused from its header, with the limit named.
+    assert rows["cat.png"]["status"] == "error"
+    assert rows["cat.png"]["error"] == "image of 451x300 = 135300 pixels exceeds the pixel limit of 100000 (--max-pixels)"
+    coded = [r for r in rows.values() if r["codec"] == "tng"]
+    assert coded and all(r["psnr"] >= 31 or r["quality"] == 8 for r in coded)
+    assert len({r["quality"] for r in coded}) > 1  # chosen per image
+
+
+def test_load_and_decode_refuse_bombs_before_allocation(src):
+    """The pipeline's own stages, without Ray: a source whose header claims 60000x60000 and an archive
+    row whose stream does are refused with the reason before any pixel buffer is allocated."""
+    from conftest import allocation_peak, bomb_stream
+    from pipeline import stages
+
+    png = bytearray((SAMPLES / "chelsea.png").read_bytes())
+    png[16:24] = struct.pack(">II", 60000, 60000)  # IHDR width and height
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))  # and its CRC
+    (src / "bomb.png").write_bytes(bytes(png))
+    batch = {"key": ["bomb.png"], "source_uri": [str(src / "bomb.png")], "source_version": [""]}
+    with allocation_peak() as mem:
+        out = stages.load_batch(batch, {}, 250_000_000)
+    assert out["error"][0].startswith("image of 60000x60000") and mem["peak"] < 2_000_000
+    actor = stages.DecodeActor(threads=1)
+    rows = {"key": np.array(["x.png"], object), "codec": np.array(["tng"], object),
+            "bitstream": np.array([bomb_stream(DEFAULT_MODEL_ID)], object),
+            "decoded_sha256": np.array(["0" * 64], object), "source_sha256": np.array(["0" * 64], object)}
+    with allocation_peak() as mem:
+        res = actor(rows)
+    assert "exceeds the pixel limit" in res["error"][0] and res["file"][0] is None and mem["peak"] < 1_000_000
+
+
+def test_a_failing_image_in_a_batch_gets_the_only_error_row(src, monkeypatch):
+    """The actor alone: one image that makes the network fail takes the batch down to image-by-image
+    coding, and only that image's row is an error."""
+    from codec import Codec
+    from pipeline import stages
+
+    keys = ["cat.png", "deep/alpha.png", "deep/er/cup.jpg"]
+    batch = stages.load_batch({"key": keys, "source_uri": [str(src / k) for k in keys], "source_version": [""] * 3},
+                              {}, 10_000_000, jpeg="tng")
+    analyse = Codec._analyse
+
+    def flaky(self, net, x):
+        if x.shape[-1] == 128:  # only alpha.png (96 wide, padded to 128) has this width
+            raise RuntimeError("out of memory (simulated)")
+        return analyse(self, net, x)
+
+    monkeypatch.setattr(Codec, "_analyse", flaky)
+    out = stages.CompressActor(4.0, None, DEFAULT_MODEL_ID, "run", threads=2, device="cpu")(batch)
+    status = dict(zip(out["key"], out["status"]))
+    assert status == {"cat.png": "ok", "deep/alpha.png": "error", "deep/er/cup.jpg": "ok"}
+    assert "out of memory (simulated)" in out["error"][1]
+
+
 def test_s3_round_trip(ray_local, s3, src, tmp_path, capsys):
     import s3fs
 
@@ -218,6 +305,11 @@ def test_s3_round_trip(ray_local, s3, src, tmp_path, capsys):
     assert all(u.startswith("s3://photos/incoming/") for u in table["source_uri"].to_pylist())
     assert fs.glob("photos/archive/runs/*.json")
     assert main(["audit", "s3://photos/archive", "--workers", "1"]) == 0
+    restored = tmp_path / "from-s3"
+    assert main(["decompress", "s3://photos/archive", str(restored), "--workers", "1"]) == 0
+    assert sorted(str(p.relative_to(restored)) for p in restored.rglob("*") if p.is_file()) == [
+        "cat.png", "deep/alpha.png", "deep/er/cup.jpg", "small.jpg"]
+    assert (restored / "deep" / "er" / "cup.jpg").read_bytes() == (src / "deep" / "er" / "cup.jpg").read_bytes()
     ok = table.filter(pc.equal(table["status"], "ok"))
     assert all(v.startswith("ETag=") for v in ok["source_version"].to_pylist())
     capsys.readouterr()  # a nightly rerun reads only the error rows' files again

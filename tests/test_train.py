@@ -16,7 +16,7 @@ def _losses(text: str) -> list[float]:
     return [float(x) for x in re.findall(r"loss ([0-9.]+)", text)]
 
 
-def test_train_checkpoints_resumes_and_learns(tmp_path, capsys):
+def test_train_checkpoints_resumes_and_learns(tmp_path, capsys, monkeypatch):
     rng = np.random.default_rng(0)
     data = tmp_path / "data"
     data.mkdir()
@@ -43,6 +43,27 @@ def test_train_checkpoints_resumes_and_learns(tmp_path, capsys):
     rows = (out / "validation.csv").read_text().splitlines()
     assert rows[0] == "step,minutes,quality,bpp,psnr" and [r.split(",")[2] for r in rows[1:]] == ["1", "4", "8"]
     assert all(float(r.split(",")[3]) > 0 for r in rows[1:])
+
+    # `tng export`: the checkpoint becomes a weights file with a new id that codes and decodes;
+    # ids are never reused.
+    models = tmp_path / "models"
+    weights = models / "tiny.safetensors"
+    models.mkdir()
+    assert main(["export", str(out / "last.pt"), str(weights), "--model-id", "1000", "--name", "tiny-test"]) == 0
+    assert "model id 1000 (tiny-test), step 50" in capsys.readouterr().out
+    from codec import Codec
+    from codec.registry import load_weights
+
+    lm = load_weights(weights)
+    assert (lm.model_id, lm.name) == (1000, "tiny-test") and lm.metadata["steps"] == "50"
+    monkeypatch.setenv("TNG_MODEL_PATH", str(models))
+    codec = Codec(model_id=1000, device="cpu")
+    rgb = np.asarray(Image.open(data / "1.png").convert("RGB"))
+    enc = codec.encode(rgb, quality=4)
+    assert np.array_equal(Codec(device="cpu").decode(enc.data).rgb, enc.reconstruction)
+    assert main(["export", str(out / "last.pt"), str(models / "again.safetensors"), "--model-id", "1000",
+                 "--name", "again"]) == 1
+    assert "model id 1000 exists already" in capsys.readouterr().err and not (models / "again.safetensors").exists()
 
 
 def test_fine_tune_from_shipped_weights(tmp_path, capsys):
