@@ -27,6 +27,22 @@ def test_golden_file_decodes_unchanged(name):
     data = (GOLDEN / name).read_bytes()
     want = EXPECTED[name]
     assert hashlib.sha256(data).hexdigest() == want["file_sha256"]
-    image = Codec(device="cpu").decode(data).image
+    dec = Codec(device="cpu").decode(data)
+    image = dec.image
     assert list(image.size) == want["size"] and image.mode == want["mode"]
     assert hashlib.sha256(np.asarray(image).tobytes()).hexdigest() == want["pixels_sha256"]
+    if "flags" in want:  # the header cases: flags and metadata sections come back as written
+        assert dec.header.flags == want["flags"]
+        assert (hashlib.sha256(dec.exif).hexdigest() if dec.exif else None) == want["exif_sha256"]
+        assert (hashlib.sha256(dec.icc_profile).hexdigest() if dec.icc_profile else None) == want["icc_sha256"]
+
+
+def test_golden_files_cover_the_header_cases():
+    """EXIF + ICC, 16-bit, palette and CMYK sources, for the default model at least."""
+    from codec.images import Flag
+    from codec.registry import DEFAULT_MODEL_ID
+
+    mine = {n: w for n, w in EXPECTED.items() if n.startswith(f"m{DEFAULT_MODEL_ID}-") and "flags" in w}
+    flags = {w["flags"] for w in mine.values()}
+    assert {Flag.REDUCED_16BIT, Flag.FROM_PALETTE, Flag.FROM_CMYK} <= flags
+    assert any(w["exif_sha256"] and w["icc_sha256"] for w in mine.values())

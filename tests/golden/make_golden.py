@@ -2,8 +2,9 @@
 
     .venv/bin/python tests/golden/make_golden.py MODEL_ID
 
-Run once when a model id is added; never regenerate the files of an existing id: they stand for
-archives written by earlier versions, which every later version must still decode unchanged.
+Run when a model id is added, or when a case is added (only the missing files are written); the
+files of an existing id are never regenerated: they stand for archives written by earlier
+versions, which every later version must still decode unchanged.
 """
 from __future__ import annotations
 
@@ -33,7 +34,30 @@ def cases() -> dict[str, tuple[bytes, dict]]:
         Image.fromarray(arr, mode).save(buf, "PNG")
         return buf.getvalue()
 
+    # The header sections and flags of sources that are not plain 8-bit RGB: EXIF + ICC, 16-bit,
+    # palette, CMYK (their compatibility is pinned by these files too).
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0112] = "TNG golden", 6  # Make, Orientation
+    from PIL import ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    buf = io.BytesIO()
+    Image.fromarray(crop).save(buf, "PNG", exif=exif.tobytes(), icc_profile=srgb)
+    exif_icc = buf.getvalue()
+    buf = io.BytesIO()
+    Image.fromarray(np.minimum(crop[:, :, 1].astype(np.uint16) * 257 + 3, 65535)).save(buf, "PNG")  # I;16
+    gray16 = buf.getvalue()
+    buf = io.BytesIO()
+    Image.fromarray(crop).quantize(64).save(buf, "PNG")
+    palette = buf.getvalue()
+    buf = io.BytesIO()
+    Image.fromarray(crop).convert("CMYK").save(buf, "JPEG", quality=95)
+    cmyk = buf.getvalue()
     return {
+        "exif-icc-q4": (exif_icc, {"quality": 4}),
+        "gray16-q5": (gray16, {"quality": 5}),
+        "palette-q3": (palette, {"quality": 3}),
+        "cmyk-q6": (cmyk, {"quality": 6}),
         "rgb-q2": (png(crop, "RGB"), {"quality": 2}),
         "rgb-q6.5": (png(crop, "RGB"), {"quality": 6.5}),
         "rgba-q4": (png(np.dstack([crop, alpha]), "RGBA"), {"quality": 4}),
@@ -48,7 +72,7 @@ def main(model_id: int) -> None:
     for name, (src, opts) in cases().items():
         fname = f"m{model_id}-{name}.tng"
         if fname in expected:
-            raise SystemExit(f"{fname} exists: golden files are never regenerated")
+            continue  # golden files are never regenerated: only cases added since are written
         codec = Codec(model_id=model_id, device="cpu", tile=opts.get("tile", 1024))
         enc = codec.encode(open_image(src), quality=opts["quality"])
         dec = codec.decode(enc.data)
@@ -58,6 +82,9 @@ def main(model_id: int) -> None:
             "size": list(dec.image.size), "mode": dec.image.mode,
             "pixels_sha256": hashlib.sha256(np.asarray(dec.image).tobytes()).hexdigest(),
             "file_sha256": hashlib.sha256(enc.data).hexdigest(),
+            "flags": dec.header.flags,
+            "exif_sha256": hashlib.sha256(dec.exif).hexdigest() if dec.exif else None,
+            "icc_sha256": hashlib.sha256(dec.icc_profile).hexdigest() if dec.icc_profile else None,
         }
         print(fname, len(enc.data), "bytes", f"{enc.psnr:.2f} dB")
     (HERE / "expected.json").write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
