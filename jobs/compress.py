@@ -108,7 +108,7 @@ def compress(args: argparse.Namespace) -> dict:
     import ray
 
     from pipeline.archive import RUNS, open_fs, remove_stale_temporaries, write_whole
-    from pipeline.run import LOCAL_ACTOR_CPUS, TASK_CPUS, init_ray, task_slots, threads_per_worker
+    from pipeline.run import LOCAL_ACTOR_CPUS, init_ray, task_remote_args, task_slots, threads_per_worker
     from pipeline.sink import ShardSink
     from pipeline.stages import CompressActor, load_batch
 
@@ -139,7 +139,7 @@ def compress(args: argparse.Namespace) -> dict:
         ds = ds.map_batches(load_batch, fn_kwargs={"storage_options": opts, "max_pixels": args.max_pixels, "done": done,
                                                    "jpeg": args.jpeg},
                             batch_size=args.batch_size, batch_format="numpy",
-                            num_cpus=TASK_CPUS, compute=ray.data.TaskPoolStrategy(size=task_slots(workers)))
+                            **task_remote_args(), compute=ray.data.TaskPoolStrategy(size=task_slots(workers)))
         ds = ds.map_batches(
             CompressActor, batch_size=args.batch_size, batch_format="numpy",
             fn_constructor_kwargs={"quality": args.quality, "target_psnr": args.target_psnr, "model_id": args.model,
@@ -148,7 +148,7 @@ def compress(args: argparse.Namespace) -> dict:
             compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=0 if gpus else (threads if on_cluster else LOCAL_ACTOR_CPUS), num_gpus=gpus or None)
         sink = ShardSink(args.dst, opts, run_id, max_rows=args.rows_per_shard)
-        ds.write_datasink(sink, ray_remote_args={"num_cpus": TASK_CPUS}, concurrency=task_slots(workers))
+        ds.write_datasink(sink, ray_remote_args=task_remote_args(), concurrency=task_slots(workers))
         written = sink.written
     summary = summarise(fs, root, run_id, len(sources), started)
     summary["shards"] = written
@@ -156,6 +156,7 @@ def compress(args: argparse.Namespace) -> dict:
     # What produced these rows: rows carry their quality and model id, the run alone knows the rest.
     summary["settings"] = {"quality": args.quality, "target_psnr": args.target_psnr, "model_id": args.model,
                            "refine": args.refine, "jpeg": args.jpeg, "max_pixels": args.max_pixels, "workers": workers,
+                           "max_error_share": args.max_error_share,
                            "gpus_per_worker": gpus, "incremental": args.incremental}
     write_whole(fs, posixpath.join(root, RUNS, f"{run_id}.json"), json.dumps(summary, indent=1).encode())
     return summary
@@ -213,6 +214,13 @@ def add_refine_argument(p: argparse.ArgumentParser) -> None:
                         "slower on CPU), each step one pass of the decoder and its gradient; default 0")
 
 
+def _share(text: str) -> float:
+    v = float(text)
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError(f"a share between 0 and 1, got {text}")
+    return v
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", help="folder or fsspec URL of the images (s3://bucket/prefix, gs://..., path)")
     p.add_argument("dst", help="folder or fsspec URL of the archive")
@@ -229,6 +237,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per actor (0: CPU)")
     p.add_argument("--batch-size", type=int, default=8, help="images per batch; on a GPU, tiles of equal size in a batch share network passes (four 1024² tiles at once)")
     p.add_argument("--rows-per-shard", type=int, default=1000, help="upper bound of rows in one Parquet shard")
+    p.add_argument("--max-error-share", type=_share, default=1.0, metavar="F",
+                   help="exit 1 when more than this share (0-1) of the processed files became error rows; "
+                        "the rows are written either way (default 1: never)")
     add_refine_argument(p)
     p.add_argument("--model", type=int, default=DEFAULT_MODEL_ID, help="model id (see `tng models`)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
@@ -238,7 +249,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    print_summary(compress(args))
+    """Exit 0 when the run completed; 1 when more than --max-error-share of the files it processed
+    became `error` rows (a scheduled run must fail visibly when, say, the workers cannot read S3)."""
+    s = compress(args)
+    print_summary(s)
+    if s["processed"] and s["errors"] > args.max_error_share * s["processed"]:
+        print(f"tng: error: {s['errors']} of {s['processed']} files processed failed, more than "
+              f"--max-error-share {args.max_error_share:g}", file=sys.stderr)
+        return 1
     return 0
 
 

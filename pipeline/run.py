@@ -4,7 +4,8 @@ Actors hold their CPUs for the whole run, so tasks that need a CPU can starve be
 hang, measured on 2 cores with num_cpus=1 actors, and on a cluster whenever the actors' whole CPUs
 fill the nodes (or a restarted actor fills what a lost node leaves). So the load and write tasks
 reserve no CPU and are capped in number instead; locally, actors ask for a fraction of a CPU and
-size their torch threads themselves.
+size their torch threads themselves. On clusters whose workers offer TASK_RESOURCE (the files in
+infra/ do), the tasks take one each, which keeps them off a head that runs the driver only.
 """
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ import sys
 
 LOCAL_ACTOR_CPUS = 0.5
 TASK_CPUS = 0  # load and write tasks: see the module docstring
+# On a cluster whose workers offer this custom resource (infra/: one per CPU, none on the head), load
+# and write tasks take one each: they then run on the workers only, never on a head kept to the driver.
+TASK_RESOURCE = "tng_task"
 
 
 def init_ray(address: str | None) -> bool:
@@ -43,6 +47,15 @@ def threads_per_worker(workers: int) -> int:
 
     cpus = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
     return max(1, cpus // max(1, workers))
+
+
+def task_remote_args() -> dict:
+    """Ray resources of one load or write task: no CPU, and one TASK_RESOURCE where the cluster has it."""
+    import ray
+
+    if ray.cluster_resources().get(TASK_RESOURCE):
+        return {"num_cpus": TASK_CPUS, "resources": {TASK_RESOURCE: 1}}
+    return {"num_cpus": TASK_CPUS}
 
 
 def task_slots(workers: int) -> int:

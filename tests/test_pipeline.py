@@ -208,6 +208,21 @@ def test_decompress_skips_unsafe_keys_and_writes_the_rest(ray_local, src, tmp_pa
     assert main(["audit", str(archive), "--workers", "1"]) == 0  # the rows themselves are sound
 
 
+def test_max_error_share_fails_the_run_and_keeps_the_rows(ray_local, src, tmp_path, capsys):
+    """3 of the 7 files are errors: a share of 0.5 passes, 0.1 fails the command; rows are written both times."""
+    from pipeline.run import task_remote_args
+
+    assert task_remote_args() == {"num_cpus": 0}  # no `tng_task` on a local Ray: tasks go anywhere
+    assert main(["compress", str(src), str(tmp_path / "a"), "--workers", "1", "--max-error-share", "0.5"]) == 0
+    capsys.readouterr()
+    assert main(["compress", str(src), str(tmp_path / "b"), "--workers", "1", "--max-error-share", "0.1"]) == 1
+    err = capsys.readouterr().err
+    assert "3 of 7 files processed failed, more than --max-error-share 0.1" in err
+    assert pq.read_table(tmp_path / "b" / "shards").num_rows == 7
+    manifest = json.loads(next((tmp_path / "b" / "runs").glob("*.json")).read_text())
+    assert manifest["settings"]["max_error_share"] == 0.1
+
+
 def test_decompress_keys_and_sample_and_audit_sample(ray_local, src, tmp_path, capsys):
     archive = tmp_path / "archive"
     assert main(["compress", str(src), str(archive), "--workers", "1"]) == 0

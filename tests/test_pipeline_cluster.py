@@ -18,7 +18,7 @@ N_IMAGES = 24
 
 
 @pytest.fixture
-def cluster():
+def cluster(request):
     """Head + one worker node. Ray's temp dir is private to the test, so its `ray_current_cluster`
     file cannot send another process's plain `ray.init()` to this cluster (short path: Ray's sockets
     live there)."""
@@ -28,9 +28,10 @@ def cluster():
     assert not ray.is_initialized(), "another test module left Ray running"
     saved = os.environ.get("RAY_TMPDIR")
     os.environ["RAY_TMPDIR"] = tmp = tempfile.mkdtemp(prefix="tngc", dir="/tmp")
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    head, worker = getattr(request, "param", ({"num_cpus": 2}, {"num_cpus": 2}))
+    c = Cluster(initialize_head=True, head_node_args={**head, "include_dashboard": False})
     try:
-        c.add_node(num_cpus=2)
+        c.add_node(**worker)
         c.wait_for_nodes()
         ray.init(address=c.address, log_to_driver=False)
         ray.data.DataContext.get_current().execution_no_progress_timeout_s = 120  # a hang fails the test
@@ -96,3 +97,21 @@ def test_losing_a_node_mid_run_keeps_one_ok_row_per_key(cluster, tmp_path):
     ok = [(r["key"], r["source_sha256"]) for r in rows if r["status"] == "ok"]
     assert len(ok) == len(set(ok)) == N_IMAGES, sorted(ok)
     assert (summary["ok"], summary["errors"], summary["archive_keys"]) == (N_IMAGES, 0, N_IMAGES)
+
+
+@pytest.mark.parametrize("cluster", [({"num_cpus": 0}, {"num_cpus": 2, "resources": {"tng_task": 2}})],
+                         indirect=True)
+def test_a_head_kept_to_the_driver_gets_no_tasks(cluster, tmp_path):
+    """As infra/ lays a cluster out: the head offers no CPU and no `tng_task`, the workers both.
+    Load and write tasks then ask for a `tng_task` each, so none can land on the head, and the run
+    completes on the worker (a task that could not be placed would hang, and fail the test)."""
+    from jobs.compress import compress
+    from pipeline.run import TASK_RESOURCE, task_remote_args
+
+    assert task_remote_args() == {"num_cpus": 0, "resources": {TASK_RESOURCE: 1}}
+    src, dst = tmp_path / "src", tmp_path / "archive"
+    make_images(src, 4)
+    args = compress_args(src, dst, cluster.address)
+    args.workers = 1
+    summary = compress(args)
+    assert (summary["ok"], summary["errors"]) == (4, 0)
