@@ -21,7 +21,7 @@ from PIL import Image
 
 from jobs.cli import main
 
-SECTIONS = ["summary", "distributions", "formats", "resolutions", "worst", "errors", "rd-study"]
+SECTIONS = ["summary", "codecs", "distributions", "formats", "resolutions", "worst", "errors", "rd-study"]
 ODD_KEY = "<i>odd</i> & name.png"  # must be escaped in HTML
 
 
