@@ -5,6 +5,7 @@
     tng compress SRC DST [--incremental] [--workers N] ...   (Ray Data; see jobs/compress.py)
     tng decompress ARCHIVE OUT [--keys K ...] [--sample F]
     tng audit ARCHIVE [--source SRC] [--sample F]
+    tng compact ARCHIVE [--keep-history]
     tng models
     tng train DATA OUT [--minutes M | --steps N] [--resume CKPT]
     tng export CHECKPOINT OUT.safetensors --model-id N --name NAME
@@ -99,7 +100,7 @@ def _quality(s: str) -> float:
 def parser() -> argparse.ArgumentParser:
     from codec.images import DEFAULT_MAX_PIXELS
     from codec.registry import DEFAULT_MODEL_ID
-    from jobs import compress, decompress, report, train
+    from jobs import compact, compress, decompress, report, train
 
     p = argparse.ArgumentParser(prog="tng", description="TNG learned image compression")
     sub = p.add_subparsers(dest="command", required=True)
@@ -134,6 +135,8 @@ def parser() -> argparse.ArgumentParser:
         ("report", "rate–distortion report of an archive: report.html, report.md, summary.json",
          report.add_report_arguments, report.report),
         ("info", "an archive's headline figures", report.add_info_arguments, report.info),
+        ("compact", "rewrite an archive's shards as few, keeping each key's current row", compact.add_arguments,
+         compact.main),
     ]:
         job = sub.add_parser(name, help=text)
         add(job)

@@ -237,6 +237,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per actor (0: CPU)")
     p.add_argument("--batch-size", type=int, default=8, help="images per batch; on a GPU, tiles of equal size in a batch share network passes (four 1024² tiles at once)")
     p.add_argument("--rows-per-shard", type=int, default=1000, help="upper bound of rows in one Parquet shard")
+    p.add_argument("--compact-after", action="store_true",
+                   help="after the run, compact the archive (`tng compact`: few shards, current rows only)")
     p.add_argument("--max-error-share", type=_share, default=1.0, metavar="F",
                    help="exit 1 when more than this share (0-1) of the processed files became error rows; "
                         "the rows are written either way (default 1: never)")
@@ -253,6 +255,10 @@ def main(args: argparse.Namespace) -> int:
     became `error` rows (a scheduled run must fail visibly when, say, the workers cannot read S3)."""
     s = compress(args)
     print_summary(s)
+    if args.compact_after:
+        from jobs.compact import run_compaction, summary_line
+
+        print(summary_line(run_compaction(args.dst, parse_storage_options(args.storage_option))))
     if s["processed"] and s["errors"] > args.max_error_share * s["processed"]:
         print(f"tng: error: {s['errors']} of {s['processed']} files processed failed, more than "
               f"--max-error-share {args.max_error_share:g}", file=sys.stderr)

@@ -7,7 +7,12 @@ Shards appear atomically: local files are written under a temporary name and ren
 stores get one PUT per shard. A killed run leaves only complete shards and no manifest.
 
 Reading rule: the current row of a key is its row with the latest `encoded_at`, an `ok` row winning
-a tie. `current_rows` applies it; with `--incremental` a rerun never writes a second `ok` row for a
+a tie.
+
+Compaction (`tng compact`, pipeline/compaction.py) needs no lock beside readers and compress runs;
+its fencing rule: it removes only the shards it listed when it started, and only after their picked
+rows are written to new shards unchanged (`encoded_at` included). So the reading rule gives the same
+current rows at every moment, and rows written meanwhile by a run are never touched. `current_rows` applies it; with `--incremental` a rerun never writes a second `ok` row for a
 key whose source is unchanged, so archives read with pyarrow, pandas or DuckDB stay simple:
 `SELECT * FROM shards QUALIFY row_number() OVER (PARTITION BY key ORDER BY encoded_at DESC) = 1`.
 """
