@@ -1,0 +1,68 @@
+"""S3 that misbehaves: compress, audit and decompress through a proxy on 127.0.0.1 that answers a
+seeded share of requests with 503 SlowDown, 500 InternalError, a dropped connection or a slow
+response (tests/s3faults.py, in front of the moto server). Every key must end with exactly one row,
+every readable key `ok`, no shard half-written; and a source that vanishes between the listing and
+its read is one `error` row with the reason, not a failed run."""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from s3faults import FaultProxy
+from test_pipeline_kill import make_images
+
+TNG = Path(sys.executable).with_name("tng")
+N_IMAGES = 8
+
+
+def tng(*args: str, endpoint: str) -> subprocess.CompletedProcess:
+    """The real command in its own process (its own Ray), talking to S3 at `endpoint`."""
+    env = dict(os.environ, AWS_ENDPOINT_URL=endpoint)
+    return subprocess.run([str(TNG), *args], env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_jobs_survive_s3_faults(s3, tmp_path):
+    import s3fs
+
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3})
+    fs.mkdir("faulty")
+    make_images(tmp_path / "src", N_IMAGES)
+    fs.put(str(tmp_path / "src") + "/", "faulty/in/", recursive=True)
+    with FaultProxy(s3, share=0.3, seed=7) as proxy:
+        r = tng("compress", "s3://faulty/in", "s3://faulty/archive", "--workers", "1", "--batch-size", "2",
+                "--rows-per-shard", "2", endpoint=proxy.url)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert f"{N_IMAGES} ok" in r.stdout and "0 errors" in r.stdout
+        r = tng("audit", "s3://faulty/archive", "--workers", "1", endpoint=proxy.url)
+        assert r.returncode == 0 and f"{N_IMAGES} rows checked, 0 problems" in r.stdout, r.stdout + r.stderr[-2000:]
+        r = tng("decompress", "s3://faulty/archive", str(tmp_path / "out"), "--workers", "1", endpoint=proxy.url)
+        assert r.returncode == 0 and f"decompressed {N_IMAGES} of {N_IMAGES}" in r.stdout, r.stderr[-2000:]
+    assert all(proxy.counts[k] > 0 for k in ("slowdown", "internal", "reset", "slow")), proxy.counts
+    fs.invalidate_cache()
+    shards = fs.glob("faulty/archive/shards/*")
+    tables = [pq.read_table(p, filesystem=fs) for p in shards]  # each whole: a partial one would not parse
+    rows = [r for t in tables for r in t.to_pylist()]
+    assert sorted(r["key"] for r in rows) == sorted(p.name for p in (tmp_path / "src").iterdir())  # once each
+    assert all(r["status"] == "ok" for r in rows)
+    for r in rows:
+        if r["codec"] != "tng":  # the lossless rows came back byte for byte
+            assert (tmp_path / "out" / r["key"]).read_bytes() == (tmp_path / "src" / r["key"]).read_bytes()
+
+
+def test_a_source_gone_between_listing_and_reading_is_an_error_row(tmp_path):
+    from pipeline import stages
+
+    make_images(tmp_path / "src", 2)
+    keys = sorted(p.name for p in (tmp_path / "src").iterdir())
+    (tmp_path / "src" / keys[0]).unlink()  # listed, then deleted before its read
+    out = stages.load_batch({"key": keys, "source_uri": [str(tmp_path / "src" / k) for k in keys],
+                             "source_version": [""] * 2}, {}, 10_000_000)
+    assert list(out["key"]) == keys
+    assert out["error"][0].startswith("cannot read source: FileNotFoundError")
+    assert out["error"][1] is None
+    assert out["source_sha256"][1] == hashlib.sha256((tmp_path / "src" / keys[1]).read_bytes()).hexdigest()
