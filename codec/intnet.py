@@ -11,7 +11,8 @@ Training runs the same network in float32 with straight-through rounding of weig
 activations (`forward`); coding runs `exact` on integer weights exported from it.
 
 Output per latent channel: the mean (fixed point, ACT_BITS fractional bits) and the index into the
-scale table (`entropy.SCALES`), which the float network predicts as a continuous value.
+scale table (SCALE_MIN·exp(SCALE_STEP·i) in `codec/model.py`; its integer pmfs in `codec/entropy.py`),
+which the float network predicts as a continuous value.
 """
 from __future__ import annotations
 

@@ -210,8 +210,8 @@ def add_refine_argument(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--refine", type=steps, default=0, metavar="STEPS",
                    help="fit each image's latents to it for STEPS steps before coding: smaller files at equal "
-                        "quality (100 steps: 10%% fewer bits at equal PSNR on photos, encoding about 30x "
-                        "slower on CPU), each step one pass of the decoder and its gradient; default 0")
+                        "quality, each step one pass of the decoder and its gradient (much slower on CPU; "
+                        "BENCHMARKS.md measures both); default 0")
 
 
 def _share(text: str) -> float:
