@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 
 LOCAL_ACTOR_CPUS = 0.5
 TASK_CPUS = 0  # load and write tasks: see the module docstring
@@ -24,6 +25,9 @@ def init_ray(address: str | None) -> bool:
     """Start a local Ray, or join a cluster (address or RAY_ADDRESS). Returns True on a cluster."""
     import ray
 
+    # Ray Data warns whenever a stage gets fewer blocks than its pool size: true of every small run,
+    # and read by newcomers as a failure. Nothing to act on, so not shown.
+    warnings.filterwarnings("ignore", message=r"The (minimum|maximum) number of concurrent", category=UserWarning)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     cluster = bool(address or os.environ.get("RAY_ADDRESS"))

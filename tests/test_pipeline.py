@@ -74,6 +74,15 @@ def test_compress_every_file_is_one_row(ray_local, src, tmp_path, capsys):
     assert manifest["bytes_out"] < manifest["bytes_in"] and "savings" in text
 
 
+def test_a_small_run_prints_no_concurrency_warnings(ray_local, src, tmp_path):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("default")
+        assert main(["compress", str(src), str(tmp_path / "a"), "--workers", "2"]) == 0
+    assert not [w for w in seen if "number of concurrent" in str(w.message)]
+
+
 def test_incremental_skips_unchanged_and_redoes_changed(ray_local, src, tmp_path, capsys):
     out = tmp_path / "archive"
     assert main(["compress", str(src), str(out), "--workers", "1"]) == 0
