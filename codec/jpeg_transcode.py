@@ -22,7 +22,7 @@ import hashlib
 from dataclasses import dataclass
 
 from .errors import TNGError
-from .images import ImageInfo, check_size, read_info
+from .images import ImageInfo, _one_line, check_size, read_info
 
 CODEC = "jpeg-jxl"  # the archive's `codec` value for a losslessly recompressed JPEG
 JPEG_CHOICES = ("lossless", "tng", "keep")
@@ -162,6 +162,3 @@ def store_jpeg(jpeg: bytes, choice: str) -> Stored:
         return Stored("source", jpeg, f"kept as it is: JPEG XL would not make it smaller ({len(jxl)} bytes)")
     return Stored(CODEC, jxl)
 
-
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split()) or type(error).__name__

@@ -26,11 +26,12 @@ _NO_LIMIT = 1 << 62  # sizes are Pillow's to police here (Image.MAX_IMAGE_PIXELS
 
 
 @cache
-def _codec(model_id: int | None = None):
+def _codec(model_id: int | None = None, refine: int = 0):
     from .coder import Codec
     from .registry import DEFAULT_MODEL_ID
 
-    return Codec(model_id=DEFAULT_MODEL_ID if model_id is None else model_id, device="cpu", max_pixels=_NO_LIMIT)
+    return Codec(model_id=DEFAULT_MODEL_ID if model_id is None else model_id, device="cpu", max_pixels=_NO_LIMIT,
+                 refine=refine)
 
 
 def _accept(prefix: bytes) -> bool:
@@ -76,11 +77,7 @@ def _save(im: Image.Image, fp, filename) -> None:
     opts = im.encoderinfo
     try:
         src = from_pil(im, opts.get("exif"), opts.get("icc_profile"))
-        codec = _codec(opts.get("model_id"))
-        if opts.get("refine"):
-            from .coder import Codec
-
-            codec = Codec(model_id=codec.model_id, device="cpu", max_pixels=_NO_LIMIT, refine=int(opts["refine"]))
+        codec = _codec(opts.get("model_id"), int(opts.get("refine", 0)))
         data = codec.encode(src, quality=float(opts.get("quality", 4.0))).data
     except TNGError as e:
         raise OSError(f"cannot write TNG file: {e}") from None

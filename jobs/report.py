@@ -3,10 +3,11 @@
 From the archive's metadata (the current row of each key, see `pipeline/archive.py`): image count,
 bytes before and after, savings, the bytes saved per codec (TNG, JPEGs recompressed losslessly,
 files kept as they are) and the share of the archive each holds, distributions of bpp / PSNR /
-MS-SSIM, breakdowns by source format and resolution, the worst images by PSNR (with original and decoded thumbnails where the source is
-reachable and unchanged) and errors by reason. With --source, an RD study on a reproducible sample
-of the sources (`codec/rd.py`, on Ray: `pipeline/sweep.py`): TNG at qualities 1–8 against JPEG,
-WebP, AVIF and JPEG XL, BD-rates, and which quality to choose for a target PSNR with the savings it buys.
+MS-SSIM, breakdowns by source format and resolution, the worst images by PSNR (with original and
+decoded thumbnails where the source is reachable and unchanged) and errors by reason. With
+--source, an RD study on a reproducible sample of the sources (`codec/rd.py`, on Ray:
+`pipeline/sweep.py`): TNG at qualities 1–8 against JPEG, WebP, AVIF and JPEG XL, BD-rates, and which
+quality to choose for a target PSNR with the savings it buys.
 
 Writes OUT/summary.json (every figure), OUT/report.md, OUT/report.html (self-contained: images
 embedded) and the same pictures as PNG files under OUT/plots and OUT/thumbs.
@@ -313,7 +314,7 @@ def sample_rows(df, n: int, seed: int):
 
 
 def rd_study(a: Archive, args: argparse.Namespace, opts: dict) -> tuple[dict, bytes | None]:
-    from codec.rd import bd_results, mean_curves, baseline_encoders, rate_at_psnr, setting_at_psnr
+    from codec.rd import baseline_encoders, bd_results, mean_curves, rate_at_psnr, setting_at_psnr
     from pipeline.sweep import sweep_sources
 
     baselines = parse_baselines(args.baselines)

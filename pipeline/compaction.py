@@ -37,8 +37,8 @@ from .archive import SCHEMA, SHARDS, current_rows, shard_paths, table_bytes, wri
 COMPACTIONS = "compactions"  # DST/compactions/{id}.json: what each compaction did
 
 
-def picked_rows(fs: fsspec.AbstractFileSystem, paths: list[str], keep_history: bool) -> dict[int, list[int]]:
-    """Shard index -> row indexes to keep, in order: each key's current row, or every row."""
+def picked_rows(fs: fsspec.AbstractFileSystem, paths: list[str], keep_history: bool) -> tuple[dict[int, list[int]], int]:
+    """(shard index -> row indexes to keep, in order: each key's current row, or every row; rows read)."""
     tables = []
     for i, p in enumerate(paths):
         t = pq.read_table(p, filesystem=fs, columns=["key", "encoded_at", "status"], schema=SCHEMA)
@@ -46,14 +46,28 @@ def picked_rows(fs: fsspec.AbstractFileSystem, paths: list[str], keep_history: b
         tables.append(t.append_column("_shard", pa.array([i] * n, pa.int32()))
                       .append_column("_row", pa.array(range(n), pa.int64())))
     if not tables:
-        return {}
+        return {}, 0
     rows = pa.concat_tables(tables)
+    total = rows.num_rows
     if not keep_history:
         rows = current_rows(rows)
     picked: dict[int, list[int]] = {}
     for s, r in zip(rows["_shard"].to_pylist(), rows["_row"].to_pylist()):
         picked.setdefault(s, []).append(r)
-    return {s: sorted(r) for s, r in picked.items()}
+    return {s: sorted(r) for s, r in picked.items()}, total
+
+
+def _write_shards(fs: fsspec.AbstractFileSystem, prefix: str, tables: list[pa.Table], rows_per_shard: int,
+                  written: list[str], final: bool) -> list[pa.Table]:
+    """Write the rows of `tables` as shards `{prefix}-{n:04d}.parquet` of rows_per_shard rows (the last
+    one short only when `final`), appending their paths to `written`; returns the rows left over."""
+    table = pa.concat_tables(tables)
+    whole = table.num_rows if final else table.num_rows - table.num_rows % rows_per_shard
+    for start in range(0, whole, rows_per_shard):
+        path = f"{prefix}-{len(written):04d}.parquet"
+        write_whole(fs, path, table_bytes(table.slice(start, rows_per_shard)))
+        written.append(path)
+    return [table.slice(whole)] if whole < table.num_rows else []
 
 
 def compact(fs: fsspec.AbstractFileSystem, root: str, keep_history: bool = False, rows_per_shard: int = 1000,
@@ -66,42 +80,28 @@ def compact(fs: fsspec.AbstractFileSystem, root: str, keep_history: bool = False
     started = time.perf_counter()
     compaction_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
     paths = shard_paths(fs, root)
-    picked = picked_rows(fs, paths, keep_history)
-    rows_before = sum(pq.ParquetFile(p, filesystem=fs).metadata.num_rows for p in paths)
-    if len(paths) <= 1 and sum(len(r) for r in picked.values()) == rows_before:
-        return {"compaction_id": None, "keep_history": keep_history, "shards_before": len(paths), "shards_removed": 0,
-                "shards_written": 0, "rows_before": rows_before, "rows_after": rows_before, "rows_dropped": 0,
-                "seconds": round(time.perf_counter() - started, 3), "note": "nothing to compact"}
+    picked, rows_before = picked_rows(fs, paths, keep_history)
+    rows_after = sum(len(r) for r in picked.values())
+    record = {"compaction_id": None, "keep_history": keep_history, "shards_before": len(paths), "shards_removed": 0,
+              "shards_written": 0, "rows_before": rows_before, "rows_after": rows_after,
+              "rows_dropped": rows_before - rows_after}
+    if len(paths) <= 1 and rows_after == rows_before:
+        return {**record, "seconds": round(time.perf_counter() - started, 3), "note": "nothing to compact"}
+    prefix = posixpath.join(root, SHARDS, f"compact-{compaction_id}")
     written: list[str] = []
     pending: list[pa.Table] = []
-    pending_rows = 0
-
-    def flush() -> None:
-        nonlocal pending, pending_rows
-        table = pa.concat_tables(pending)
-        for start in range(0, table.num_rows, rows_per_shard):
-            path = posixpath.join(root, SHARDS, f"compact-{compaction_id}-{len(written):04d}.parquet")
-            write_whole(fs, path, table_bytes(table.slice(start, rows_per_shard)))
-            written.append(path)
-        pending, pending_rows = [], 0
-
     for i, path in enumerate(paths):
-        if picked.get(i):
+        if i in picked:  # rows go out unchanged, encoded_at included: the reading rule holds throughout
             pending.append(pq.read_table(path, filesystem=fs, schema=SCHEMA).take(pa.array(picked[i])))
-            pending_rows += len(picked[i])
-            if pending_rows >= rows_per_shard:
-                flush()
+            if sum(t.num_rows for t in pending) >= rows_per_shard:
+                pending = _write_shards(fs, prefix, pending, rows_per_shard, written, final=False)
     if pending:
-        flush()
+        _write_shards(fs, prefix, pending, rows_per_shard, written, final=True)
     if before_removal:
         before_removal()
-    removed = [p for p in paths if p not in set(written)]
-    for p in removed:
+    for p in paths:  # only the shards listed at the start (the fencing rule)
         fs.rm(p)
-    record = {"compaction_id": compaction_id, "keep_history": keep_history, "shards_before": len(paths),
-              "shards_removed": len(removed), "shards_written": len(written), "rows_before": rows_before,
-              "rows_after": sum(len(r) for r in picked.values()), "seconds": round(time.perf_counter() - started, 3),
-              "finished": dt.datetime.now(dt.timezone.utc).isoformat()}
-    record["rows_dropped"] = record["rows_before"] - record["rows_after"]
+    record.update(compaction_id=compaction_id, shards_removed=len(paths), shards_written=len(written),
+                  seconds=round(time.perf_counter() - started, 3), finished=dt.datetime.now(dt.timezone.utc).isoformat())
     write_whole(fs, posixpath.join(root, COMPACTIONS, f"{compaction_id}.json"), json.dumps(record, indent=1).encode())
     return record
