@@ -24,13 +24,13 @@ import torch
 from PIL import Image
 
 from . import container
-from .entropy import scale_indexes
+from .entropy_models import decode_tile, encode_tile
 from .errors import TNGError
 from .exactsynth import as_image
 from .images import DEFAULT_MAX_PIXELS, Colour, Flag, SourceImage, to_pil
 from .intnet import ACT_BITS, HyperSynthesis
 from .metrics import psnr
-from .model import LEVELS, SCALE_LEVELS, SCALE_MIN, SCALE_STEP, STRIDE, Z_RADIUS, gaussian_likelihood, lambda_at
+from .model import LEVELS, STRIDE, lambda_at
 from .refine import refine_latents
 from .registry import DEFAULT_MODEL_ID, LoadedModel, load_model
 
@@ -165,11 +165,19 @@ class Codec:
         else:
             yg = y * gain
             z = net.h_a(yg).float()
-        z = torch.clamp(torch.round(z), -Z_RADIUS, Z_RADIUS).cpu().to(torch.int64)
-        mean, idx = HyperSynthesis.exact(z, lm.hyper)
-        residual = torch.round(yg.cpu().double() - mean).to(torch.int64)
-        streams = [lm.coder.encode(z[k].numpy(), residual[k].numpy(), scale_indexes(idx[k].numpy())) for k in range(len(z))]
+        z, residual, mean, idx = self._symbols(lm, net, yg, z)
+        table = net.y_prior.table_index
+        streams = [encode_tile(net.z_prior, net.y_prior, z[k].numpy(), residual[k].numpy(), table(idx[k].numpy()))
+                   for k in range(len(z))]
         return streams, residual, mean
+
+    @staticmethod
+    def _symbols(lm: LoadedModel, net, yg: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The coded integers of gained latents yg and hyper-latents z, on CPU: (z symbols, residuals,
+        means, fixed-point scale indexes), the last two from the exact hyper-synthesis."""
+        z = net.z_prior.quantize(z, "symbols")
+        mean, idx = HyperSynthesis.exact(z, lm.hyper)
+        return z, net.y_prior.quantize(yg, "symbols", mean), mean, idx
 
     def _synthesise(self, lm: LoadedModel, residual: torch.Tensor, mean: torch.Tensor, q_milli: int) -> torch.Tensor:
         """The decoder's pixels (n, 3, H, W), in exact integer arithmetic (codec/exactsynth.py): the same everywhere."""
@@ -324,10 +332,10 @@ class Codec:
 
             def hyper(z: np.ndarray):
                 mean, idx = HyperSynthesis.exact(torch.from_numpy(z)[None], lm.hyper)
-                return mean, scale_indexes(idx.numpy()[0])
+                return mean, net.y_prior.table_index(idx.numpy()[0])
 
             try:
-                _, residual, mean = lm.coder.decode(bytes(stream), z_shape, hyper)
+                _, residual, mean = decode_tile(net.z_prior, net.y_prior, bytes(stream), z_shape, hyper)
             except TNGError:
                 raise
             except Exception as e:  # constriction rejects some impossible streams itself
@@ -347,12 +355,10 @@ class Codec:
         for y, x, h, w in _tiles(src.height, src.width, self.tile):
             gain, _ = self._gains(net, quality)
             yg = self._analyse(net, self._pixels([src.rgb[y : y + h, x : x + w]])[0]) * gain
-            z = torch.clamp(torch.round(net.h_a(yg).float()), -Z_RADIUS, Z_RADIUS)
-            bits -= torch.log2(net.z_prior.likelihood(z.cpu())).sum().item()
-            mean, idx = HyperSynthesis.exact(z.cpu().to(torch.int64), lm.hyper)
-            scale = SCALE_MIN * torch.exp(SCALE_STEP * (idx.double() / 2**ACT_BITS).clamp(0, SCALE_LEVELS - 1))
-            r = torch.round(yg.cpu().double() - mean)
-            bits -= torch.log2(gaussian_likelihood(r, scale)).sum().item()
+            z, residual, _, idx = self._symbols(lm, net, yg, net.h_a(yg).float())
+            # The scale index unrounded (the coder rounds it to a table): the models' own estimate.
+            scale = net.y_prior.scale(idx.double() / 2**ACT_BITS)
+            bits += lm.net.z_prior.bits(z).item() + lm.net.y_prior.bits(residual.double(), scale).item()
         return bits
 
 

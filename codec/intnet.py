@@ -11,8 +11,8 @@ Training runs the same network in float32 with straight-through rounding of weig
 activations (`forward`); coding runs `exact` on integer weights exported from it.
 
 Output per latent channel: the mean (fixed point, ACT_BITS fractional bits) and the index into the
-scale table (SCALE_MIN·exp(SCALE_STEP·i) in `codec/model.py`; its integer pmfs in `codec/entropy.py`),
-which the float network predicts as a continuous value.
+Gaussian conditional's scale grid (`codec/entropy_models.py`, which rounds it to a table), which the
+float network predicts as a continuous value.
 """
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ class HyperSynthesis(nn.Module):
         """Bit-exact path on CPU float64. params: [(int weight, int bias, conv kwargs)] per layer.
 
         Returns (mean as float64 multiples of 2**-ACT_BITS, scale index as unrounded fixed point
-        int64 with ACT_BITS fractional bits); `entropy.scale_indexes` turns the latter into table indexes.
+        int64 with ACT_BITS fractional bits); `GaussianConditional.table_index` turns the latter into table indexes.
         """
         x = z_hat.detach().to("cpu", torch.float64)  # activation fixed point: input has 0 fractional bits
         frac = 0

@@ -8,7 +8,8 @@
 One model serves every quality q in [1, 8]: per-channel gain vectors (Cui et al. 2021) for the eight
 integer levels, interpolated geometrically in between, trained each for its own λ.
 Training uses straight-through rounding for the reconstruction, and additive noise for the rate (or,
-for fine-tuning, the rounded latents' own rate).
+for fine-tuning, the rounded latents' own rate). The entropy models of z and y, which own
+quantisation, likelihoods and tables, are in `codec/entropy_models.py`.
 """
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .intnet import HyperSynthesis, ste_round
-from .layers import GDN, FactorizedDensity
+from .entropy_models import FactorizedPrior, GaussianConditional
+from .intnet import HyperSynthesis
+from .layers import GDN
 
 LEVELS = 8
 # λ of each integer quality level, log-spaced; loss = λ·255²·MSE + bpp. The range reaches down so
@@ -34,12 +36,6 @@ def _log_spaced(lo: float, hi: float) -> tuple[float, ...]:
 LAMBDAS = _log_spaced(0.0003, 0.13)
 LEGACY_LAMBDAS = _log_spaced(0.0018, 0.13)
 
-# Scale table of the Gaussian conditional: SCALE_MIN·exp(SCALE_STEP·i), i = 0..SCALE_LEVELS-1.
-SCALE_LEVELS = 64
-SCALE_MIN, SCALE_MAX = 0.11, 256.0
-SCALE_STEP = math.log(SCALE_MAX / SCALE_MIN) / (SCALE_LEVELS - 1)
-
-Z_RADIUS = 48  # hyper-latent symbols are clamped to [-Z_RADIUS, Z_RADIUS] (encoder and decoder alike)
 STRIDE = 64  # total downsampling of the hyper-latent; images are padded to a multiple of this
 
 
@@ -49,11 +45,6 @@ def _conv(cin: int, cout: int, k: int = 5, s: int = 2) -> nn.Conv2d:
 
 def _deconv(cin: int, cout: int, k: int = 5, s: int = 2) -> nn.ConvTranspose2d:
     return nn.ConvTranspose2d(cin, cout, k, s, k // 2, output_padding=s - 1)
-
-
-def clamp_ste(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
-    """Clamp in the forward pass; pass gradients through so clamped values can move back in range."""
-    return x + (torch.clamp(x, lo, hi) - x).detach()
 
 
 def lambda_at(q: torch.Tensor, table: Sequence[float] = LAMBDAS) -> torch.Tensor:
@@ -96,7 +87,8 @@ class TNGModel(nn.Module):
             _conv(m, n, 3, 1), nn.LeakyReLU(), _conv(n, n), nn.LeakyReLU(), _conv(n, n)
         )
         self.h_s = HyperSynthesis(n, m)
-        self.z_prior = FactorizedDensity(n)
+        self.z_prior = FactorizedPrior(n)
+        self.y_prior = GaussianConditional()  # no parameters: the state dict is unchanged
         # Log gains: higher quality -> larger latents -> finer effective quantisation.
         init = torch.tensor([0.5 * math.log(l / LAMBDAS[3]) for l in LAMBDAS]).unsqueeze(1).repeat(1, m)
         self.log_gain = nn.Parameter(init.clone())
@@ -120,30 +112,20 @@ class TNGModel(nn.Module):
         gain, inv_gain = self.gains(q)
         y = self.g_a(x).float() * gain
         z = self.h_a(y).float()
-        z_hat = clamp_ste(ste_round(z), -Z_RADIUS, Z_RADIUS)
-        z_rate = z_hat if rounded_rate else z + torch.empty_like(z).uniform_(-0.5, 0.5)
+        z_hat = self.z_prior.quantize(z, "round")
+        z_rate = z_hat if rounded_rate else self.z_prior.quantize(z, "noise")
         mean, scale = self.entropy_parameters(z_hat)
-        r_hat = ste_round(y - mean)
-        r_rate = r_hat if rounded_rate else y - mean + torch.empty_like(y).uniform_(-0.5, 0.5)
+        r_hat = self.y_prior.quantize(y, "round", mean)
+        r_rate = r_hat if rounded_rate else self.y_prior.quantize(y, "noise", mean)
         bits_y, bits_z = self.bits(r_rate, scale, z_rate)
-        x_hat = self.g_s((r_hat + mean) * inv_gain).float()
+        x_hat = self.g_s(self.y_prior.dequantize(r_hat, mean) * inv_gain).float()
         return {"x_hat": x_hat, "bits_y": bits_y, "bits_z": bits_z}
 
     def entropy_parameters(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, scale) of every latent from the hyper-latents (float path, straight-through)."""
         mean, idx = self.h_s(z_hat)
-        return mean, SCALE_MIN * torch.exp(SCALE_STEP * clamp_ste(idx, 0, SCALE_LEVELS - 1))
+        return mean, self.y_prior.scale(idx)
 
     def bits(self, r: torch.Tensor, scale: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-image bits (B,) of residuals r = y − mean under N(0, scale²), and of hyper-latents z."""
-        bits_y = -torch.log2(gaussian_likelihood(r, scale)).sum((1, 2, 3))
-        bits_z = -torch.log2(self.z_prior.likelihood(z)).sum((1, 2, 3))
-        return bits_y, bits_z
-
-
-def gaussian_likelihood(r: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Mass of [r-½, r+½] under N(0, scale²), computed in the lower tail for precision."""
-    r = torch.abs(r)
-    upper = torch.special.ndtr((0.5 - r) / scale)
-    lower = torch.special.ndtr((-0.5 - r) / scale)
-    return (upper - lower).clamp_min(1e-9)
+        return self.y_prior.bits(r, scale), self.z_prior.bits(z)

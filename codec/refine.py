@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from .model import Z_RADIUS, TNGModel, clamp_ste
+from .model import TNGModel
 
 # Adam's step size, in quantisation bins of the gained latents, falls exponentially from start to end
 # over the steps: large early moves, then settling; the hyper-latents z take Z_LR_FACTOR times as large
@@ -70,11 +70,11 @@ def refine_latents(net: TNGModel, x: torch.Tensor, valid: torch.Tensor, y: torch
         tau = TAU_START * (TAU_END / TAU_START) ** progress
         for group in opt.param_groups:
             group["lr"] = LR_START * (LR_END / LR_START) ** progress * group["factor"]
-        z_hat = clamp_ste(_annealed_round(z, tau, gen), -Z_RADIUS, Z_RADIUS)
+        z_hat = net.z_prior.clip(_annealed_round(z, tau, gen))
         mean, scale = net.entropy_parameters(z_hat)
         r_hat = _annealed_round(yg - mean, tau, gen)
         bits_y, bits_z = net.bits(r_hat, scale, z_hat)
-        x_hat = net.g_s((r_hat + mean) * inv_gain).float().clamp(0, 1)
+        x_hat = net.g_s(net.y_prior.dequantize(r_hat, mean) * inv_gain).float().clamp(0, 1)
         mse = (((x_hat - x) ** 2) * valid).sum((1, 2, 3)) / (3 * pixels)
         loss = (lam * mse + (bits_y + bits_z) / pixels).sum()
         # Gradients of the latents only: the (shared) network's weights get none and stay untouched.

@@ -22,11 +22,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .entropy import EntropyCoder, scale_tables, z_tables
+from .entropy_models import EntropyModel
 from .errors import TNGError
 from .exactsynth import ExactSynthesis
 from .intnet import WEIGHT_BITS
-from .model import LAMBDAS, LEGACY_LAMBDAS, Z_RADIUS, TNGModel
+from .model import LAMBDAS, LEGACY_LAMBDAS, TNGModel
 
 SHIPPED_DIR = Path(__file__).parent / "weights"
 DEFAULT_MODEL_ID = 6  # the best shipped model (BENCHMARKS.md); every id stays decodable
@@ -38,9 +38,9 @@ class LoadedModel:
     model_id: int
     name: str
     digest: bytes  # first 4 bytes of the file's sha256, recorded in every stream
-    net: TNGModel  # float parts, eval mode, on CPU (callers move a copy to their device)
+    net: TNGModel  # float parts, eval mode, on CPU (callers move a copy to their device); its
+    # entropy models hold the stored integer tables
     hyper: list[tuple[torch.Tensor, torch.Tensor, dict]]  # integer hyper-synthesis
-    coder: EntropyCoder
     metadata: dict[str, str]
     synth: ExactSynthesis  # the decoder's integer synthesis, derived from net at load
 
@@ -56,6 +56,11 @@ class LoadedModel:
         if len(table) != len(LAMBDAS) or not all(0 < a < b for a, b in zip(table, table[1:])):
             raise TNGError(f"weights of model {self.model_id} ({self.name}): bad λ table {self.metadata['lambdas']!r}")
         return table
+
+
+def _entropy_models(net: TNGModel) -> dict[str, EntropyModel]:
+    """The entropy models by the prefix of their tables in a weights file: z_table, y_tables, y_offsets."""
+    return {"z": net.z_prior, "y": net.y_prior}
 
 
 def _weight_files() -> dict[int, Path]:
@@ -115,9 +120,10 @@ def load_weights(path: str | os.PathLike) -> LoadedModel:
         kw = {"transposed": layer.transposed, "stride": layer.stride, "pad": layer.pad}
         hyper.append((w.to(torch.int64), b.to(torch.int64), kw))
     net.eval().requires_grad_(False)
-    coder = EntropyCoder(tensors["z_table"].numpy(), tensors["y_tables"].numpy(), tensors["y_offsets"].numpy())
+    for kind, model in _entropy_models(net).items():
+        model.load_tables({name: tensors[f"{kind}_{name}"].numpy() for name in model.TABLE_NAMES})
     return LoadedModel(int(meta["model_id"]), meta.get("name", path.stem), hashlib.sha256(raw).digest()[:4], net,
-                       hyper, coder, meta, ExactSynthesis(net.g_s, net.log_inv_gain))
+                       hyper, meta, ExactSynthesis(net.g_s, net.log_inv_gain))
 
 
 def export_weights(state: dict[str, torch.Tensor], n: int, m: int, model_id: int, path: str | os.PathLike,
@@ -138,10 +144,8 @@ def export_weights(state: dict[str, torch.Tensor], n: int, m: int, model_id: int
             raise ValueError(f"hyper-synthesis layer {i} weights out of int16 range")
         out[f"h_s.{i}.weight"] = w.to(torch.int16)
         out[f"h_s.{i}.bias"] = b.to(torch.int32)
-    out["z_table"] = torch.from_numpy(z_tables(net.z_prior.pmf_table(Z_RADIUS).numpy()))
-    tables, offsets = scale_tables()
-    out["y_tables"] = torch.from_numpy(tables)
-    out["y_offsets"] = torch.from_numpy(offsets)
+    for kind, model in _entropy_models(net).items():
+        out.update({f"{kind}_{name}": torch.from_numpy(t) for name, t in model.export_tables().items()})
     meta = {"format": WEIGHTS_FORMAT, "model_id": str(model_id), "name": name, "n": str(n), "m": str(m),
             "lambdas": ",".join(repr(v) for v in LAMBDAS)}  # the table training used (model.LAMBDAS)
     meta.update(extra_metadata or {})

@@ -157,7 +157,8 @@ def test_quality_samples_weigh_every_level_the_same():
 
 
 def test_rounded_rate_is_the_rate_of_the_coded_latents_and_trains():
-    from codec.model import Z_RADIUS, SCALE_LEVELS, SCALE_MIN, SCALE_STEP, TNGModel, gaussian_likelihood
+    from codec.entropy_models import SCALE_LEVELS, SCALE_MIN, SCALE_STEP, Z_RADIUS, GaussianConditional
+    from codec.model import TNGModel
 
     torch.manual_seed(0)
     net = TNGModel(16, 16)
@@ -169,7 +170,7 @@ def test_rounded_rate_is_the_rate_of_the_coded_latents_and_trains():
         z = torch.round(net.h_a(y)).clamp(-Z_RADIUS, Z_RADIUS)
         mean, idx = net.h_s(z)
         scale = SCALE_MIN * torch.exp(SCALE_STEP * idx.clamp(0, SCALE_LEVELS - 1))
-        bits_y = -torch.log2(gaussian_likelihood(torch.round(y - mean), scale)).sum((1, 2, 3))
+        bits_y = -torch.log2(GaussianConditional.likelihood(torch.round(y - mean), scale)).sum((1, 2, 3))
         bits_z = -torch.log2(net.z_prior.likelihood(z)).sum((1, 2, 3))
     assert torch.allclose(r["bits_y"], bits_y) and torch.allclose(r["bits_z"], bits_z)
     noisy = net(x, q)["bits_y"]  # the noise estimate differs from it, and from call to call
