@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .intnet import ACT_BITS as MEAN_FRAC  # the hyper-synthesis gives means on this grid
+from .layers import GDN
 
 ACT_FRAC = 12  # activations are multiples of 2**-12
 ACT_LIMIT = 2.0**7  # |activation| clamp, in real units
@@ -61,16 +62,17 @@ class ExactSynthesis:
                 offset = layer.bias.detach().double() * 2**ACT_FRAC
                 self.layers.append(("deconv", w_int, scale.view(1, -1, 1, 1), offset.view(1, -1, 1, 1),
                                     layer.stride[0], layer.padding[0], layer.output_padding[0]))
-            else:  # inverse GDN; the same reparameterisation floors as codec.layers.GDN
-                c = layer.gamma.shape[0]
-                gamma = torch.clamp(layer.gamma.detach().double(), min=2.0**-9) ** 2  # rows: output channels
-                s = _shifts(gamma, 0)
+            elif isinstance(layer, GDN) and layer.inverse:
+                beta, gamma = (p.detach() for p in layer.effective_parameters(torch.float64))
+                c = gamma.shape[0]
+                s = _shifts(gamma, 0)  # per output channel (row)
                 g_int = torch.round(gamma * (2.0**s).view(-1, 1))
-                beta = torch.clamp(layer.beta.detach().double(), min=1e-3) ** 2
                 unit = 2.0 ** (s + ACT_FRAC)  # acc / unit = Σ γ·x² in real units
                 beta_int = torch.round(beta * unit)
                 self.bounds.append(float(g_int.sum(1).max()) * (LIM * LIM / 2**ACT_FRAC) + float(beta_int.max()))
                 self.layers.append(("igdn", g_int.view(c, c, 1, 1), unit.view(1, -1, 1, 1), beta_int.view(1, -1, 1, 1)))
+            else:
+                raise ValueError(f"no exact form of {type(layer).__name__} in a synthesis")
         if max(self.bounds) >= EXACT:
             raise ValueError(f"synthesis weights too large for exact arithmetic (bound {max(self.bounds):.3g})")
         self.log_inv_gain = log_inv_gain.detach().double().cpu()

@@ -1,6 +1,10 @@
 """GDN (Ballé et al. 2016), the normalising nonlinearity of the analysis and synthesis transforms.
 
-(The factorized density of the hyper-latent is `FactorizedPrior` in codec/entropy_models.py.)
+    y_i = x_i / sqrt(β_i + Σ_j γ_ij x_j²)      (IGDN, inverse=True, multiplies instead)
+
+β and γ are stored as square roots and squared with a floor (`effective_parameters`), which keeps β
+positive and γ non-negative whatever a gradient step does. The float layer here and the exact
+synthesis (exactsynth.py) both read β and γ through that one method.
 """
 from __future__ import annotations
 
@@ -9,13 +13,16 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _nonneg(p: torch.Tensor, floor: float = 2**-18) -> torch.Tensor:
-    """Square reparameterisation with a floor (as in Ballé's GDN): keeps the value >= floor."""
+def _nonneg(p: torch.Tensor, floor: float) -> torch.Tensor:
+    """Square reparameterisation with a floor: the value p² is at least floor."""
     return torch.clamp(p, min=floor**0.5) ** 2
 
 
 class GDN(nn.Module):
     """y_i = x_i / sqrt(beta_i + sum_j gamma_ij x_j^2); `inverse=True` multiplies instead (IGDN)."""
+
+    BETA_MIN = 1e-6  # floors of the effective parameters
+    GAMMA_MIN = 2**-18
 
     def __init__(self, channels: int, inverse: bool = False):
         super().__init__()
@@ -23,15 +30,21 @@ class GDN(nn.Module):
         self.beta = nn.Parameter(torch.ones(channels))
         self.gamma = nn.Parameter(torch.eye(channels) * 0.1**0.5)  # sqrt-parameterised, init 0.1·I
 
+    def effective_parameters(self, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """(β (C,), γ (C, C)) as the normalisation uses them, in dtype; row i of γ weighs the
+        squared inputs of output channel i."""
+        return _nonneg(self.beta.to(dtype), self.BETA_MIN), _nonneg(self.gamma.to(dtype), self.GAMMA_MIN)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Normalisation in fp32 even under bf16 autocast: x^2 sums lose too much in bf16.
         with torch.autocast(x.device.type, enabled=False):
             x = x.float()
             c = x.shape[1]
-            gamma = _nonneg(self.gamma).view(c, c, 1, 1)
+            beta, gamma = self.effective_parameters()
+            gamma = gamma.view(c, c, 1, 1)
             # Bias added separately: oneDNN's 1x1 conv with a bias sums in a thread-count-dependent
             # order, without one it does not (measured), and decoding must not depend on threads.
-            beta = _nonneg(self.beta, 1e-6).view(1, c, 1, 1)
+            beta = beta.view(1, c, 1, 1)
             if torch.is_grad_enabled():
                 norm = torch.sqrt(F.conv2d(x * x, gamma) + beta)
                 return x * norm if self.inverse else x / norm

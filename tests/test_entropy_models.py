@@ -1,4 +1,4 @@
-"""The entropy models' contract (codec/entropy_models.py)."""
+"""The entropy models' contract (codec/entropy_models.py) and the GDN parameters both syntheses read."""
 from __future__ import annotations
 
 import math
@@ -173,3 +173,25 @@ def test_state_dict_keys_are_the_weights_files():
     lm = load_model(DEFAULT_MODEL_ID)
     assert lm.net.z_prior._table("table").shape == (lm.net.n, 2 * Z_RADIUS + 1)
     assert lm.net.y_prior._table("offsets").shape == (SCALE_LEVELS + 1,)
+
+
+def test_both_syntheses_read_gdn_parameters_from_one_place(monkeypatch):
+    """Moving GDN's floor moves the float layer and the exact synthesis alike."""
+    from torch import nn
+
+    from codec.exactsynth import ExactSynthesis
+    from codec.layers import GDN
+
+    gdn = GDN(4, inverse=True)
+    with torch.no_grad():
+        gdn.beta.zero_()  # below the floor: the floor decides
+    g_s = nn.Sequential(nn.ConvTranspose2d(4, 4, 3, 1, 1), gdn, nn.ConvTranspose2d(4, 3, 3, 1, 1))
+    x = torch.zeros(1, 4, 2, 2)
+    for floor in (0.001, 0.25):
+        monkeypatch.setattr(GDN, "BETA_MIN", floor)
+        beta, _ = gdn.effective_parameters()
+        assert torch.allclose(beta, torch.full((4,), floor))
+        # γ: 0.1 on the diagonal, its own floor elsewhere
+        assert torch.allclose(gdn(x + 1)[0, :, 0, 0], torch.full((4,), math.sqrt(floor + 0.1 + 3 * GDN.GAMMA_MIN)))
+        _, _, unit, beta_int = ExactSynthesis(g_s, torch.zeros(8, 4)).layers[1]
+        assert torch.allclose((beta_int / unit).flatten(), torch.full((4,), floor, dtype=torch.float64), rtol=1e-3)
