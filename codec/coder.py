@@ -160,7 +160,7 @@ class Codec:
         pixels (`_pixels`, needed then) when the codec refines. Returns (one stream per tile, residuals, means) on CPU."""
         gain, inv_gain = self._gains(net, quality)
         if self.refine:
-            lam = lambda_at(torch.tensor([quality]), lm.lambdas).item() * 255**2
+            lam = lambda_at(torch.tensor([quality]), lm.lambdas).item()
             yg, z = refine_latents(net, *pixels, y, gain, inv_gain, lam, self.refine)
         else:
             yg = y * gain

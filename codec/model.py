@@ -9,7 +9,7 @@ One model serves every quality q in [1, 8]: per-channel gain vectors (Cui et al.
 integer levels, interpolated geometrically in between, trained each for its own λ.
 Training uses straight-through rounding for the reconstruction, and additive noise for the rate (or,
 for fine-tuning, the rounded latents' own rate). The entropy models of z and y, which own
-quantisation, likelihoods and tables, are in `codec/entropy_models.py`.
+quantisation, likelihoods and tables, are in `codec/entropy_models.py`; the loss is `codec/loss.py`.
 """
 from __future__ import annotations
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import torch
 
+from .loss import rd_loss
 from .model import TNGModel
 
 # Adam's step size, in quantisation bins of the gained latents, falls exponentially from start to end
@@ -57,14 +58,13 @@ def refine_latents(net: TNGModel, x: torch.Tensor, valid: torch.Tensor, y: torch
     """Refined (gained latents, hyper-latents) for tiles x (n, 3, H, W) in [0, 1].
 
     valid (n, 1, H, W) is 1 on the image's own pixels and 0 on the padding, which costs rate only.
-    y: the analysis' latents (n, M, h, w); lam: λ(q)·255². Returns float tensors to round and code.
+    y: the analysis' latents (n, M, h, w); lam: λ(q). Returns float tensors to round and code.
     """
     yg = (y * gain).detach().clone().requires_grad_(True)
     z = net.h_a(yg).float().detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([{"params": [yg], "factor": 1.0}, {"params": [z], "factor": Z_LR_FACTOR}],
                            lr=LR_START, betas=ADAM_BETAS)
     gen = torch.Generator(device=x.device).manual_seed(seed)
-    pixels = valid.sum((1, 2, 3))
     for step in range(steps):
         progress = step / max(steps - 1, 1)
         tau = TAU_START * (TAU_END / TAU_START) ** progress
@@ -75,8 +75,8 @@ def refine_latents(net: TNGModel, x: torch.Tensor, valid: torch.Tensor, y: torch
         r_hat = _annealed_round(yg - mean, tau, gen)
         bits_y, bits_z = net.bits(r_hat, scale, z_hat)
         x_hat = net.g_s(net.y_prior.dequantize(r_hat, mean) * inv_gain).float().clamp(0, 1)
-        mse = (((x_hat - x) ** 2) * valid).sum((1, 2, 3)) / (3 * pixels)
-        loss = (lam * mse + (bits_y + bits_z) / pixels).sum()
+        # Summed, not averaged, over tiles: each tile's gradient is its own loss's, whatever the batch.
+        loss = rd_loss(x_hat, x, bits_y + bits_z, lam, valid).loss.sum()
         # Gradients of the latents only: the (shared) network's weights get none and stay untouched.
         yg.grad, z.grad = torch.autograd.grad(loss, [yg, z])
         opt.step()

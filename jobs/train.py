@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from codec.images import IMAGE_EXTENSIONS
+from codec.loss import rd_loss
 from codec.model import LAMBDAS, LEVELS, STRIDE, TNGModel, lambda_at, remap_levels
 
 
@@ -166,12 +167,11 @@ def weights_digest(state: dict[str, torch.Tensor]) -> str:
 
 def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, q: torch.Tensor,
                bf16: bool, rounded_rate: bool = False) -> tuple[float, float, float]:
-    """One optimiser step on λ(q)·255²·MSE + bpp; returns (loss, bpp, PSNR) of the batch."""
+    """One optimiser step on the RD loss (codec/loss.py); returns (loss, bpp, PSNR) of the batch."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         r = model(x, q, rounded_rate=rounded_rate)
-    mse = ((r["x_hat"] - x) ** 2).mean((1, 2, 3))
-    bpp = (r["bits_y"] + r["bits_z"]) / (x.shape[2] * x.shape[3])
-    loss = (lambda_at(q) * 255**2 * mse + bpp).mean()
+    rd = rd_loss(r["x_hat"], x, r["bits_y"] + r["bits_z"], lambda_at(q))
+    loss, bpp, mse = rd.loss.mean(), rd.bpp, rd.mse
     opt.zero_grad(set_to_none=True)
     loss.backward()  # under DDP this also averages the gradients over the ranks
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

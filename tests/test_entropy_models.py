@@ -1,4 +1,5 @@
-"""The entropy models' contract (codec/entropy_models.py) and the GDN parameters both syntheses read."""
+"""The entropy models' contract (codec/entropy_models.py), the GDN parameters both syntheses read, and
+the one RD loss that training and refinement minimise."""
 from __future__ import annotations
 
 import math
@@ -12,6 +13,7 @@ from codec import TNGError
 from codec.entropy_models import (SCALE_LEVELS, SCALE_MIN, SCALE_STEP, Z_RADIUS, FactorizedPrior,
                                   GaussianConditional, decode_tile, encode_tile)
 from codec.intnet import ACT_BITS
+from codec.loss import rd_loss
 from codec.registry import DEFAULT_MODEL_ID, load_model
 
 
@@ -195,3 +197,45 @@ def test_both_syntheses_read_gdn_parameters_from_one_place(monkeypatch):
         assert torch.allclose(gdn(x + 1)[0, :, 0, 0], torch.full((4,), math.sqrt(floor + 0.1 + 3 * GDN.GAMMA_MIN)))
         _, _, unit, beta_int = ExactSynthesis(g_s, torch.zeros(8, 4)).layers[1]
         assert torch.allclose((beta_int / unit).flatten(), torch.full((4,), floor, dtype=torch.float64), rtol=1e-3)
+
+
+def test_rd_loss_counts_the_valid_pixels_only():
+    torch.manual_seed(0)
+    x, x_hat = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
+    bits, lam = torch.tensor([640.0, 64.0]), torch.tensor([0.01, 0.1])
+    whole = rd_loss(x_hat, x, bits, lam)
+    assert torch.allclose(whole.mse, ((x_hat - x) ** 2).mean((1, 2, 3))) and torch.allclose(whole.bpp, bits / 64)
+    assert torch.allclose(whole.loss, lam * 255**2 * whole.mse + whole.bpp)
+    assert torch.allclose(rd_loss(x_hat, x, bits, lam, torch.ones(2, 1, 8, 8)).loss, whole.loss)
+    valid = torch.zeros(2, 1, 8, 8)
+    valid[:, :, :4] = 1  # the bottom half is padding: what it holds does not count, its rate does
+    padded = x_hat.clone()
+    padded[:, :, 4:] = 0.5
+    part = rd_loss(padded, x, bits, 0.01, valid)
+    assert torch.allclose(part.mse, ((x_hat - x)[:, :, :4] ** 2).mean((1, 2, 3))) and torch.allclose(part.bpp, bits / 32)
+
+
+def test_training_and_refinement_minimise_the_same_rd_loss(monkeypatch):
+    import codec.refine
+    import jobs.train
+    from codec.model import TNGModel
+
+    calls = []
+
+    def spy(*args, **kwargs):
+        out = rd_loss(*args, **kwargs)
+        calls.append(out)
+        return out
+
+    monkeypatch.setattr(jobs.train, "rd_loss", spy)
+    monkeypatch.setattr(codec.refine, "rd_loss", spy)
+    torch.manual_seed(0)
+    net = TNGModel(8, 8)
+    x, q = torch.rand(2, 3, 64, 64), torch.tensor([2.0, 5.0])
+    loss, bpp, _ = jobs.train.train_step(net, torch.optim.SGD(net.parameters(), lr=0.0), x, q, bf16=False)
+    assert len(calls) == 1 and loss == pytest.approx(calls[0].loss.mean().item()) and bpp == pytest.approx(calls[0].bpp.mean().item())
+    gain, inv_gain = net.gains(q[:1])
+    with torch.no_grad():
+        y = net.g_a(x[:1])
+    codec.refine.refine_latents(net, x[:1], torch.ones(1, 1, 64, 64), y, gain, inv_gain, lam=0.01, steps=2)
+    assert len(calls) == 3
