@@ -356,9 +356,11 @@ class Codec:
             gain, _ = self._gains(net, quality)
             yg = self._analyse(net, self._pixels([src.rgb[y : y + h, x : x + w]])[0]) * gain
             z, residual, _, idx = self._symbols(lm, net, yg, net.h_a(yg).float())
-            # The scale index unrounded (the coder rounds it to a table): the models' own estimate.
-            scale = net.y_prior.scale(idx.double() / 2**ACT_BITS)
-            bits += lm.net.z_prior.bits(z).item() + lm.net.y_prior.bits(residual.double(), scale).item()
+            # The float models on the CPU copy, where the symbols are; σ of the unrounded index (the
+            # coder rounds it to a table's).
+            z_prior, y_prior = lm.net.z_prior, lm.net.y_prior
+            scale = y_prior.scale(idx.double() / 2**ACT_BITS)
+            bits += z_prior.bits(z).item() + y_prior.bits(residual.double(), scale).item()
         return bits
 
 

@@ -84,6 +84,9 @@ class EntropyModel(nn.Module):
         super().__init__()
         self._tables: dict[str, np.ndarray] | None = None
 
+    def quantize(self, x: torch.Tensor, mode: Mode, *params: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
     def likelihood(self, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
