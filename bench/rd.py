@@ -5,7 +5,7 @@
 
 Images: png/jpg/jpeg/webp found recursively under FOLDER, sorted by path, read as TNG reads them
 (`codec.open_image`), 8-bit RGB without alpha or metadata. How each codec is run and measured, the
-means over images and the BD-rate window are in `codec/rd.py` (shared with `tng report --source`).
+means over images and the BD-rate window are in `evaluation/` (shared with `tng report --source`).
 Encode and decode wall times are recorded per point.
 
 Writes OUT/rd.md (also printed), OUT/rd.json (every point of every image) and OUT/rd.png.
@@ -29,14 +29,14 @@ from PIL import Image, features
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from codec import rd  # noqa: E402
-from codec.rd import BD_WINDOW, mean_curves  # noqa: E402
 from codec.registry import DEFAULT_MODEL_ID  # noqa: E402
-from jobs.plots import rd_plot  # noqa: E402
+from evaluation import measure  # noqa: E402
+from evaluation.curves import BD_WINDOW, bd_results, mean_curves  # noqa: E402
+from evaluation.plots import rd_plot  # noqa: E402
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
-TNG_QUALITIES = ",".join(f"{q:g}" for q in rd.TNG_QUALITIES)
-PIL_QUALITIES = ",".join(str(q) for q in rd.PIL_QUALITIES)
+TNG_QUALITIES = ",".join(f"{q:g}" for q in measure.TNG_QUALITIES)
+PIL_QUALITIES = ",".join(str(q) for q in measure.PIL_QUALITIES)
 # (test, anchor) pairs reported; pairs with a missing codec are left out.
 BD_PAIRS = [("TNG", "JPEG"), ("TNG", "WebP"), ("TNG", "AVIF"), ("TNG", "JPEG XL"), ("WebP", "JPEG"), ("AVIF", "JPEG"),
             ("JPEG XL", "JPEG")]
@@ -54,7 +54,7 @@ def run_image(path: Path, folder: Path, codec, encoders: dict, tng_q: list[float
 
     rgb = open_image(path).rgb
     return {"image": str(path.relative_to(folder)), "width": rgb.shape[1], "height": rgb.shape[0],
-            "points": rd.sweep(codec, rgb, encoders, tng_q, pil_q)}
+            "points": measure.sweep(codec, rgb, encoders, tng_q, pil_q)}
 
 
 def progress_line(i: int, n: int, result: dict, seconds: float) -> str:
@@ -63,10 +63,6 @@ def progress_line(i: int, n: int, result: dict, seconds: float) -> str:
     span = f"{tng[0]['bpp']:.3f}–{tng[-1]['bpp']:.3f} bpp, {tng[0]['psnr']:.2f}–{tng[-1]['psnr']:.2f} dB"
     return (f"[{i}/{n}] {result['image']} {result['width']}x{result['height']}: TNG {span}, "
             f"encode {enc:.2f} s + decode {dec:.2f} s for {len(tng)} qualities; all codecs {seconds:.1f} s")
-
-
-def bd_results(curves: dict[str, list[dict]]) -> list[dict]:
-    return rd.bd_results(curves, BD_PAIRS)
 
 
 def tng_timing(results: list[dict]) -> dict:
@@ -190,7 +186,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--limit", type=int, default=None, help="only the first N images (sorted by path)")
     ap.add_argument("--qualities", default=TNG_QUALITIES, help="TNG qualities, comma-separated, in [1, 8]")
     ap.add_argument("--pil-qualities", default=PIL_QUALITIES, help="JPEG/WebP/AVIF qualities, comma-separated "
-                                                                   "(JPEG XL is swept over codec.rd.JXL_DISTANCES)")
+                                                                   "(JPEG XL is swept over evaluation.measure.JXL_DISTANCES)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads and AVIF encoder threads")
     ap.add_argument("--model-id", type=int, default=DEFAULT_MODEL_ID, help="TNG model id")
     ap.add_argument("--refine", type=int, default=0, help="TNG encoder refinement steps per image (tng encode --refine)")
@@ -209,7 +205,7 @@ def main(argv=None) -> None:
     paths = find_images(args.folder, args.limit)
     if not paths:
         sys.exit(f"no png/jpg/jpeg/webp images under {args.folder}")
-    encoders = rd.baseline_encoders(args.threads)
+    encoders = measure.baseline_encoders(args.threads)
     if "AVIF" not in encoders:
         print("note: Pillow has no AVIF support (features.check('avif') is False); AVIF skipped")
     if "JPEG XL" not in encoders:
@@ -224,7 +220,7 @@ def main(argv=None) -> None:
         print(progress_line(i, len(paths), results[-1], time.perf_counter() - t), flush=True)
 
     curves = mean_curves(results)
-    bd = bd_results(curves)
+    bd = bd_results(curves, BD_PAIRS)
     timing = tng_timing(results)
     env = environment(args, len(results), sum(r["width"] * r["height"] for r in results) / 1e6)
     report = markdown(env, curves, bd, timing, encoders)

@@ -5,7 +5,7 @@ bytes before and after, savings, the bytes saved per codec (TNG, JPEGs recompres
 files kept as they are) and the share of the archive each holds, distributions of bpp / PSNR /
 MS-SSIM, breakdowns by source format and resolution, the worst images by PSNR (with original and
 decoded thumbnails where the source is reachable and unchanged) and errors by reason. With
---source, an RD study on a reproducible sample of the sources (`codec/rd.py`, on Ray:
+--source, an RD study on a reproducible sample of the sources (`evaluation/`, on Ray:
 `pipeline/sweep.py`): TNG at qualities 1–8 against JPEG, WebP, AVIF and JPEG XL, BD-rates, and which
 quality to choose for a target PSNR with the savings it buys.
 
@@ -314,7 +314,8 @@ def sample_rows(df, n: int, seed: int):
 
 
 def rd_study(a: Archive, args: argparse.Namespace, opts: dict) -> tuple[dict, bytes | None]:
-    from codec.rd import baseline_encoders, bd_results, mean_curves, rate_at_psnr, setting_at_psnr
+    from evaluation.curves import bd_results, mean_curves, rate_at_psnr, setting_at_psnr
+    from evaluation.measure import baseline_encoders
     from pipeline.sweep import sweep_sources
 
     baselines = parse_baselines(args.baselines)
@@ -357,7 +358,7 @@ def rd_study(a: Archive, args: argparse.Namespace, opts: dict) -> tuple[dict, by
             row[f"size_vs_{b.lower()}"] = (bpp / rb - 1) if bpp and rb else None
         targets.append(row)
     study["targets"] = targets
-    from jobs.plots import rd_plot
+    from evaluation.plots import rd_plot
 
     return study, rd_plot(curves, f"{len(measured)} source images sampled from the archive, mean over images")
 
@@ -382,7 +383,8 @@ def parse_baselines(text: str) -> tuple[str, ...]:
 # ---------------------------------------------------------------------------------------------- entry points
 
 def report(args: argparse.Namespace) -> int:
-    from jobs import plots, report_render
+    from evaluation import plots
+    from jobs import report_render
 
     opts = parse_storage_options(args.storage_option)
     if args.sample < 1:

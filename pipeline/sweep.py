@@ -1,7 +1,7 @@
 """The RD sweep of `tng report --source` on Ray: each sampled source image coded by every codec.
 
 One actor per worker holds the model; each row is one image (key, uri) and comes back with its
-points (JSON, as `codec.rd.sweep` gives them) or the reason it could not be measured.
+points (JSON, as `evaluation.measure.sweep` gives them) or the reason it could not be measured.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class SweepActor:
         import torch
 
         from codec import Codec
-        from codec.rd import baseline_encoders
+        from evaluation.measure import baseline_encoders
 
         torch.set_num_threads(threads)
         self.codec = Codec(model_id=model_id, device="cpu", refine=refine)
@@ -27,7 +27,7 @@ class SweepActor:
         import fsspec
 
         from codec import TNGError, open_image
-        from codec.rd import sweep
+        from evaluation.measure import sweep
 
         out = {"key": row["key"], "width": 0, "height": 0, "points": "[]", "error": None}
         try:

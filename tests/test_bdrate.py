@@ -1,4 +1,4 @@
-"""BD-rate / BD-PSNR (bench/bdrate.py): known answers, cleaning, errors, and the classic method."""
+"""BD-rate / BD-PSNR (evaluation/bdrate.py): known answers, cleaning, errors, and the classic method."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from codec.bdrate import bd_psnr, bd_rate, clean_curve, clip_rate, overlap_psnr, pchip_eval, pchip_integral
+from evaluation.bdrate import bd_psnr, bd_rate, clean_curve, clip_rate, overlap_psnr, pchip_eval, pchip_integral
 
 # A smooth, concave, realistic RD curve: PSNR = 30 + 6·ln(bpp) − 0.4·ln(bpp)², bpp 0.1 … 2.
 ANCHOR = [(r, 30 + 6 * math.log(r) - 0.4 * math.log(r) ** 2) for r in (0.1, 0.18, 0.3, 0.5, 0.8, 1.2, 2.0)]

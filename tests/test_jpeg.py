@@ -248,7 +248,7 @@ def test_info_and_report_show_bytes_per_codec(ray_local, jpegs, tmp_path, capsys
 # ---------------------------------------------------------------------------------------------- JPEG XL as a baseline
 
 def test_jpeg_xl_baseline_sweeps_distances(small_photo):
-    from codec.rd import JXL_DISTANCES, baseline_encoders, sweep
+    from evaluation.measure import JXL_DISTANCES, baseline_encoders, sweep
     from jobs.report import parse_baselines
 
     assert parse_baselines("jpeg,jxl") == ("JPEG", "JPEG XL")

@@ -125,7 +125,8 @@ def test_breakdowns_errors_and_worst(archive, report):
 
 
 def test_rd_study(report):
-    from codec.rd import JXL_DISTANCES, bd_results
+    from evaluation.curves import bd_results
+    from evaluation.measure import JXL_DISTANCES
 
     out, s = report
     st = s["rd_study"]
@@ -167,8 +168,8 @@ def test_rd_sample_is_spread_and_reproducible():
 
 
 def test_bd_rates_on_known_curves():
-    """The report's BD path (codec.rd.bd_results) on curves whose answer is known in closed form."""
-    from codec.rd import bd_results
+    """The report's BD path (evaluation.curves.bd_results) on curves whose answer is known in closed form."""
+    from evaluation.curves import bd_results
 
     anchor = [{"setting": q, "bpp": r, "psnr": 30 + 4 * np.log(r / 0.3), "msssim": 1 - 0.05 * (0.3 / r)}
               for q, r in enumerate([0.15, 0.3, 0.5, 0.8, 1.2], 1)]

@@ -8,7 +8,7 @@ import io
 import math
 
 from codec.metrics import msssim_db
-from codec.rd import BD_WINDOW
+from evaluation.curves import BD_WINDOW
 
 PLOT_MAX_BPP = 2.0
 
