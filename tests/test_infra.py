@@ -329,7 +329,7 @@ def dockerfile_problems(text: str, torch_pin: str) -> list[str]:
                 if op == "FROM" and not DIGEST.search(arg.split()[0])]
     lock_at = [i for i, op, arg in instr if op == "RUN" and re.search(r"-r \S*requirements\.lock", arg)]
     source_at = [i for i, op, arg in instr
-                 if op == "COPY" and re.search(r"(^|\s)(pyproject\.toml|codec|jobs|pipeline)(\s|$)", arg)]
+                 if op == "COPY" and re.search(r"(^|\s)(pyproject\.toml|codec|evaluation|jobs|pipeline)(\s|$)", arg)]
     if not lock_at:
         problems.append("no dependency layer installs infra/requirements.lock")
     elif source_at and min(source_at) < min(lock_at):
@@ -497,6 +497,10 @@ def test_dockerfile_rules(name: str) -> None:
     text = (INFRA / name).read_text()
     assert dockerfile_problems(text, torch_pin()) == []
     assert "COPY infra/ops" in text  # the entrypoints and the CronJob run /opt/tng/ops/*.py
+    # `pip install .` in the image needs every package pyproject lists.
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    for package in packages:
+        assert re.search(rf"^COPY (--\S+ )*{package} \./{package}$", text, re.M), package
 
 
 def test_lock_covers_pyproject() -> None:
