@@ -65,11 +65,22 @@ def cmd_models(a: argparse.Namespace) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> None:
-    from jobs.train import train
+    """In this process, or on Ray Train workers (jobs/train_ray.py) with --workers N > 1 or --address."""
+    from jobs.train import TrainError, fit
 
     if not (a.steps or a.minutes):
         raise SystemExit("tng: error: give --steps or --minutes")
-    train(a)
+    if a.workers < 1:
+        raise SystemExit("tng: error: --workers must be at least 1")
+    try:
+        if a.workers > 1 or a.address:
+            from jobs.train_ray import train_ray
+
+            train_ray(a)
+        else:
+            fit(a)
+    except TrainError as e:
+        raise SystemExit(f"tng: error: {e}") from None
 
 
 def cmd_export(a: argparse.Namespace) -> None:

@@ -34,6 +34,13 @@ from codec.loss import rd_loss
 from codec.model import LAMBDAS, LEVELS, STRIDE, TNGModel, lambda_at, remap_levels
 
 
+class TrainError(Exception):
+    """The training run cannot proceed (no readable images, bad worker settings, diverged replicas).
+
+    str(error) is the one-line reason; jobs/cli.py turns it into a message and exit status 1.
+    """
+
+
 def load_images(root: str, max_side: int = 2048, limit: int = 0) -> list[np.ndarray]:
     """Decode the images under root (a folder or any fsspec URL, recursively) to RGB uint8 arrays.
 
@@ -47,7 +54,7 @@ def load_images(root: str, max_side: int = 2048, limit: int = 0) -> list[np.ndar
     try:
         paths = sorted(p for p in fs.find(path) if os.path.splitext(p)[1].lower() in IMAGE_EXTENSIONS)
     except OSError as e:
-        raise SystemExit(f"tng: error: cannot list {root}: {e}") from None
+        raise TrainError(f"cannot list {root}: {e}") from None
     images = []
     for p in paths[: limit or None]:
         try:
@@ -61,7 +68,7 @@ def load_images(root: str, max_side: int = 2048, limit: int = 0) -> list[np.ndar
             rgb = np.asarray(im)
         images.append(rgb)
     if not images:
-        raise SystemExit(f"tng: error: no readable images under {root}")
+        raise TrainError(f"no readable images under {root}")
     return images
 
 
@@ -177,17 +184,6 @@ def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tens
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
     return loss.item(), bpp.mean().item(), (10 * torch.log10(1 / mse.clamp_min(1e-10))).mean().item()
-
-
-def train(args: argparse.Namespace) -> dict:
-    """Train as args say: in this process, or on Ray Train workers with --workers N > 1 or --address."""
-    if args.workers < 1:
-        raise SystemExit("tng: error: --workers must be at least 1")
-    if args.workers > 1 or args.address:
-        from jobs.train_ray import train_ray
-
-        return train_ray(args)
-    return fit(args)
 
 
 def fit(args: argparse.Namespace, replicas: Replicas | None = None) -> dict:
@@ -328,10 +324,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS with --workers > 1, else a local Ray)")
 
 
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__)
-    add_arguments(ap)
-    a = ap.parse_args()
-    if not (a.steps or a.minutes):
-        ap.error("give --steps or --minutes")
-    train(a)
+if __name__ == "__main__":  # `python -m jobs.train ARGS` is `tng train ARGS`
+    from jobs.cli import main as cli_main
+
+    sys.exit(cli_main(["train", *sys.argv[1:]]))

@@ -22,7 +22,7 @@ import ray.train
 import ray.train.torch
 import torch
 
-from jobs.train import Replicas, fit
+from jobs.train import Replicas, TrainError, fit
 
 
 class DDPReplicas(Replicas):
@@ -99,43 +99,66 @@ def _init_ray(address: str | None, workers: int) -> bool:
 
 
 def train_ray(args: argparse.Namespace) -> dict:
-    """Run `fit` on args.workers Ray Train workers; returns rank 0's result (step, elapsed, digests)."""
+    """Run `fit` on args.workers Ray Train workers; returns rank 0's result (step, elapsed, digests).
+
+    Raises TrainError when the run cannot start, a worker fails, or the replicas end up different.
+    """
     if args.gpus_per_worker < 0:
-        raise SystemExit("tng: error: --gpus-per-worker must be at least 0")
-    config = {k: v for k, v in vars(args).items() if k != "func"}  # func: the CLI's handler
-    for k in ("data", "out", "resume", "val"):
-        config[k] = _local_path(config[k])
-    if str(args.init).endswith(".safetensors"):  # else a model id, or None
-        config["init"] = _local_path(args.init)
-    resources = {"CPU": 1, **({"GPU": args.gpus_per_worker} if args.gpus_per_worker else {})}
+        raise TrainError("--gpus-per-worker must be at least 0")
     started = _init_ray(args.address, args.workers)
     try:
-        gpus = ray.cluster_resources().get("GPU", 0)
-        if started and not (args.address or os.environ.get("RAY_ADDRESS")) and gpus < args.workers * args.gpus_per_worker:
-            # A local Ray never grows: Ray Train would wait for the GPUs forever.
-            raise SystemExit(f"tng: error: {args.workers}×{args.gpus_per_worker:g} GPUs asked for; this machine has {gpus:g}")
-        trainer = ray.train.torch.TorchTrainer(
-            _worker,
-            train_loop_config=config,
-            # TorchConfig's default backend: NCCL with GPUs, else gloo. Ray Train's controller needs no CPU.
-            scaling_config=ray.train.ScalingConfig(
-                num_workers=args.workers, use_gpu=args.gpus_per_worker > 0, resources_per_worker=resources),
-            # Names Ray Train's own records (in ~/ray_results); rank 0 writes OUT/last.pt itself, not
-            # through Ray checkpoints, so that the file stays the single-process one.
-            run_config=ray.train.RunConfig(name=f"tng-train-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"),
-        )
-        result = trainer.fit().return_value
+        if started and not (args.address or os.environ.get("RAY_ADDRESS")):
+            _check_local_gpus(args.workers, args.gpus_per_worker)
+        result = _trainer(args).fit().return_value
     except ray.train.TrainingFailedError as e:
-        failures = getattr(e, "worker_failures", None)
-        cause = str(next(iter(failures.values())) if failures else e).strip().splitlines()[-1]
-        # A worker's own one-line error (e.g. no readable images) passes through as it is.
-        raise SystemExit(cause if cause.startswith("tng: error:") else f"tng: error: training failed: {cause}") from None
+        raise TrainError(_failure_reason(e)) from None
     finally:
         if started:
             ray.shutdown()
     digests = result["digests"]
     if len(set(digests)) != 1:
-        raise SystemExit(f"tng: error: the workers' weights diverged (digests {', '.join(d[:12] for d in digests)})")
+        raise TrainError(f"the workers' weights diverged (digests {', '.join(d[:12] for d in digests)})")
     print(f"{args.workers} worker{'s' * (args.workers > 1)} finished at step {result['step']} "
           f"with identical weights (sha256 {digests[0][:12]})")
     return result
+
+
+def _worker_config(args: argparse.Namespace) -> dict:
+    """args as the workers' `fit` gets them: paths made absolute, the CLI's handler left out."""
+    config = {k: v for k, v in vars(args).items() if k != "func"}
+    for k in ("data", "out", "resume", "val"):
+        config[k] = _local_path(config[k])
+    if str(args.init).endswith(".safetensors"):  # else a model id, or None
+        config["init"] = _local_path(args.init)
+    return config
+
+
+def _check_local_gpus(workers: int, gpus_per_worker: float) -> None:
+    """A local Ray never grows: Ray Train would wait for missing GPUs forever."""
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if gpus < workers * gpus_per_worker:
+        raise TrainError(f"{workers}×{gpus_per_worker:g} GPUs asked for; this machine has {gpus:g}")
+
+
+def _trainer(args: argparse.Namespace) -> ray.train.torch.TorchTrainer:
+    resources = {"CPU": 1, **({"GPU": args.gpus_per_worker} if args.gpus_per_worker else {})}
+    return ray.train.torch.TorchTrainer(
+        _worker,
+        train_loop_config=_worker_config(args),
+        # TorchConfig's default backend: NCCL with GPUs, else gloo. Ray Train's controller needs no CPU.
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=args.workers, use_gpu=args.gpus_per_worker > 0, resources_per_worker=resources),
+        # Names Ray Train's own records (in ~/ray_results); rank 0 writes OUT/last.pt itself, not
+        # through Ray checkpoints, so that the file stays the single-process one.
+        run_config=ray.train.RunConfig(name=f"tng-train-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"),
+    )
+
+
+def _failure_reason(e: ray.train.TrainingFailedError) -> str:
+    """One line for a failed run: a worker's own TrainError (e.g. no readable images) as it is,
+    anything else as the last line of the first failure."""
+    failures = list((getattr(e, "worker_failures", None) or {}).values())
+    own = next((f for f in failures if isinstance(f, TrainError)), None)
+    if own is not None:
+        return str(own)
+    return "training failed: " + str(failures[0] if failures else e).strip().splitlines()[-1]

@@ -112,7 +112,8 @@ def test_two_ray_workers_keep_identical_weights_and_resume_both_ways(tmp_path, c
     import ray
 
     from jobs.cli import parser
-    from jobs.train import train, weights_digest
+    from jobs.train import weights_digest
+    from jobs.train_ray import train_ray
 
     data = tmp_path / "data"
     data.mkdir()
@@ -125,7 +126,7 @@ def test_two_ray_workers_keep_identical_weights_and_resume_both_ways(tmp_path, c
         # Ray Train's workers ask for a CPU each and its controller for none: 2 workers fit in 2 CPUs.
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
                  _system_config={"prestart_worker_first_driver": False, "enable_metrics_collection": False})
-        result = train(parser().parse_args(["train", *common, "--steps", "4", "--workers", "2"]))
+        result = train_ray(parser().parse_args(["train", *common, "--steps", "4", "--workers", "2"]))
         # Every rank hashed its own weights after the last step: DDP kept them bit-identical, and
         # rank 0 saved exactly those, in the single-process format.
         ck = torch.load(out / "last.pt", weights_only=True)
@@ -137,7 +138,7 @@ def test_two_ray_workers_keep_identical_weights_and_resume_both_ways(tmp_path, c
         single = torch.load(out / "last.pt", weights_only=True)
         assert single["step"] == 6 and weights_digest(single["model"]) != weights_digest(ck["model"])
         # ...and a single-process one on 2 workers, which continue from its weights and step.
-        result = train(parser().parse_args(["train", *common, "--steps", "8", "--workers", "2",
+        result = train_ray(parser().parse_args(["train", *common, "--steps", "8", "--workers", "2",
                                             "--resume", str(out / "last.pt")]))
         final = torch.load(out / "last.pt", weights_only=True)
         assert result["step"] == final["step"] == 8 and result["digests"] == [weights_digest(final["model"])] * 2
