@@ -23,6 +23,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import fsspec
@@ -192,105 +193,156 @@ def fit(args: argparse.Namespace, replicas: Replicas | None = None) -> dict:
     Returns the final step, elapsed seconds and every rank's weights digest.
     """
     rep = replicas or Replicas()
-    main = rep.rank == 0
-    say = print if main else lambda *a, **k: None
+    say = print if rep.rank == 0 else _silent
     torch.manual_seed(args.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
-    rng = random.Random(crop_seed(args.seed, rep.rank, 0))
-    device = rep.device()
-    if torch.device(device).type == "cpu" and args.threads:
-        torch.set_num_threads(args.threads)
-    if torch.device(device).type == "cuda":
-        torch.backends.cudnn.benchmark = True  # every step has the same shapes: pick the fastest kernels once
+    device = _prepare_device(rep.device(), args.threads)
     ck = torch.load(args.resume, map_location=device, weights_only=True) if args.resume else None
+    run = Run(args, rep, _initial_model(args, ck, device, say), device, say)
     if ck:
-        model = TNGModel(ck["n"], ck["m"]).to(device)
-    elif args.init:
-        from codec.registry import load_model, load_weights
-
-        init = load_weights(args.init) if args.init.endswith(".safetensors") else load_model(int(args.init))
-        model = TNGModel(init.net.n, init.net.m)
-        model.load_state_dict(init.net.state_dict())
-        if init.lambdas != LAMBDAS:  # gains trained for another λ table (models 1–4): move them to ours
-            with torch.no_grad():
-                for p in (model.log_gain, model.log_inv_gain):
-                    p.copy_(remap_levels(p, init.lambdas, LAMBDAS))
-            say(f"gain vectors moved from λ {init.lambdas[0]:.4g}–{init.lambdas[-1]:.4g} to {LAMBDAS[0]:.4g}–{LAMBDAS[-1]:.4g}")
-        model = model.train().requires_grad_(True).to(device)
-        say(f"initialised from model {init.model_id} ({init.name})")
-    else:
-        model = TNGModel(args.n, args.m).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    step, elapsed = 0, 0.0
-    out = Path(args.out)
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-    if ck:
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        step, elapsed = int(ck["step"]), float(ck["elapsed"])
-        rng.seed(crop_seed(args.seed, rep.rank, step))
-        say(f"resumed {args.resume} at step {step} ({elapsed / 60:.1f} min)")
+        run.restore(ck)
     if rep.rank:
-        torch.manual_seed(crop_seed(args.seed, rep.rank, step))  # this rank's own qualities and noise
-    net = rep.wrap(model)  # DDP shares model's parameters, so opt, save and validate use model
+        torch.manual_seed(crop_seed(args.seed, rep.rank, run.step))  # this rank's own qualities and noise
+    # After restore: DDP broadcasts rank 0's weights. It shares model's parameters, so the optimiser,
+    # checkpoints and validation keep using run.model.
+    net = rep.wrap(run.model)
     t0 = time.time()
     images = load_images(args.data)
     say(f"{len(images)} images decoded in {time.time() - t0:.1f}s; training on {device}")
-    val = [center_crop(im, args.val_crop) for im in load_images(args.val, limit=args.val_images)] if args.val and main else []
+    if args.val and rep.rank == 0:
+        run.val = [center_crop(im, args.val_crop) for im in load_images(args.val, limit=args.val_images)]
+    run.train(net, images)
+    run.finish()
+    say(f"done: step {run.step}, {run.elapsed / 60:.1f} min; checkpoint {run.out / 'last.pt'}")
+    return {"step": run.step, "elapsed": run.elapsed, "digests": rep.gather(weights_digest(run.model.state_dict()))}
 
-    def save(path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                    "elapsed": elapsed, "n": model.n, "m": model.m}, tmp)
-        os.replace(tmp, path)  # a crash mid-write never leaves a broken checkpoint
 
-    def budget_progress() -> float:
+def _silent(*args, **kwargs) -> None:
+    """`print` for the ranks other than 0, which train without a word."""
+
+
+def _prepare_device(device: str, threads: int) -> str:
+    if torch.device(device).type == "cpu" and threads:
+        torch.set_num_threads(threads)
+    if torch.device(device).type == "cuda":
+        torch.backends.cudnn.benchmark = True  # every step has the same shapes: pick the fastest kernels once
+    return device
+
+
+def _initial_model(args: argparse.Namespace, ck: dict | None, device: str, say: Callable[..., None]) -> TNGModel:
+    """A fresh model of a checkpoint's size (its weights are loaded with the optimiser's), or of
+    shipped weights (--init), or of --n/--m."""
+    if ck:
+        return TNGModel(ck["n"], ck["m"]).to(device)
+    if args.init:
+        return _fine_tuning_start(args.init, say).to(device)
+    return TNGModel(args.n, args.m).to(device)
+
+
+def _fine_tuning_start(init: str, say: Callable[..., None]) -> TNGModel:
+    """A trainable copy of shipped weights (a model id or a .safetensors file), gains moved to our λ table."""
+    from codec.registry import load_model, load_weights
+
+    loaded = load_weights(init) if init.endswith(".safetensors") else load_model(int(init))
+    model = TNGModel(loaded.net.n, loaded.net.m)
+    model.load_state_dict(loaded.net.state_dict())
+    if loaded.lambdas != LAMBDAS:  # gains trained for another λ table (models 1–4): move them to ours
+        with torch.no_grad():
+            for p in (model.log_gain, model.log_inv_gain):
+                p.copy_(remap_levels(p, loaded.lambdas, LAMBDAS))
+        say(f"gain vectors moved from λ {loaded.lambdas[0]:.4g}–{loaded.lambdas[-1]:.4g} to {LAMBDAS[0]:.4g}–{LAMBDAS[-1]:.4g}")
+    say(f"initialised from model {loaded.model_id} ({loaded.name})")
+    return model.train().requires_grad_(True)
+
+
+class Run:
+    """One rank's training run: its model and optimiser, where it stands in the budget, and the
+    loop's steps (`train`, `finish`) with what they do on the way: log, checkpoint, validate."""
+
+    def __init__(self, args: argparse.Namespace, rep: Replicas, model: TNGModel, device: str,
+                 say: Callable[..., None]) -> None:
+        self.args, self.rep, self.say = args, rep, say
+        self.model, self.device = model, device
+        self.opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+        self.step, self.elapsed = 0, 0.0  # elapsed: seconds of training over every resumed run
+        self.rng = random.Random(crop_seed(args.seed, rep.rank, 0))
+        self.val: list[np.ndarray] = []  # validation crops, on rank 0 with --val
+        self.out = Path(args.out)
+        if rep.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+
+    def restore(self, ck: dict) -> None:
+        """Continue a checkpoint: weights, optimiser, budget spent, and the crop sampler's seed."""
+        self.model.load_state_dict(ck["model"])
+        self.opt.load_state_dict(ck["optimizer"])
+        self.step, self.elapsed = int(ck["step"]), float(ck["elapsed"])
+        self.rng.seed(crop_seed(self.args.seed, self.rep.rank, self.step))
+        self.say(f"resumed {self.args.resume} at step {self.step} ({self.elapsed / 60:.1f} min)")
+
+    def budget_progress(self) -> float:
+        """The fraction of the step or time budget spent, whichever is further along."""
         p = []
-        if args.minutes:
-            p.append(elapsed / (args.minutes * 60))
-        if args.steps:
-            p.append(step / args.steps)
+        if self.args.minutes:
+            p.append(self.elapsed / (self.args.minutes * 60))
+        if self.args.steps:
+            p.append(self.step / self.args.steps)
         return max(p) if p else 0.0
 
-    def run_validation() -> None:
-        model.eval()
-        rows = validate(model, val, out)
-        model.train()
-        new = not (out / "validation.csv").exists()
-        with open(out / "validation.csv", "a") as f:
+    def train(self, net: torch.nn.Module, images: list[np.ndarray]) -> None:
+        """Steps of net (the model, or its DDP wrapper) until the budget is spent, logging every
+        --log-every steps; rank 0 checkpoints every --checkpoint-minutes and validates every --val-minutes."""
+        args, rep, device = self.args, self.rep, self.device
+        last_save, last_val, stats = time.time(), time.time(), []
+        start_elapsed, start_time = self.elapsed, time.time()
+        while self.budget_progress() < 1.0:
+            lr = learning_rate(args.lr, self.budget_progress())
+            for g in self.opt.param_groups:
+                g["lr"] = lr
+            x = random_batch(images, args.batch, args.crop, self.rng).to(device).float().div_(255)
+            q = sample_qualities(args.batch, device)
+            stats.append(train_step(net, self.opt, x, q, args.bf16, args.rate == "rounded"))
+            self.step += 1
+            self.elapsed = rep.from_rank0(start_elapsed + time.time() - start_time)
+            if self.step % args.log_every == 0:
+                self._log(stats, lr)
+                stats.clear()
+            if rep.rank == 0 and time.time() - last_save > args.checkpoint_minutes * 60:
+                self.save(self.out / "last.pt")
+                last_save = time.time()
+            if self.val and time.time() - last_val > args.val_minutes * 60:
+                self.validate()
+                last_val = time.time()
+
+    def finish(self) -> None:
+        """The last checkpoint and validation, whatever the clocks say."""
+        if self.rep.rank == 0:
+            self.save(self.out / "last.pt")
+        if self.val:
+            self.validate()
+
+    def _log(self, stats: list[tuple[float, float, float]], lr: float) -> None:
+        loss, bpp, psnr = self.rep.mean(np.mean(stats, 0))  # every rank takes part in the mean
+        self.say(f"step {self.step} {self.elapsed / 60:.1f}min lr {lr:.1e} loss {loss:.4f} bpp {bpp:.3f} psnr {psnr:.2f}",
+                 flush=True)
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        torch.save({"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "step": self.step,
+                    "elapsed": self.elapsed, "n": self.model.n, "m": self.model.m}, tmp)
+        os.replace(tmp, path)  # a crash mid-write never leaves a broken checkpoint
+
+    def validate(self) -> None:
+        """Code the validation crops to real bitstreams; append the results to OUT/validation.csv."""
+        self.model.eval()
+        rows = validate(self.model, self.val, self.out)
+        self.model.train()
+        csv = self.out / "validation.csv"
+        new = not csv.exists()
+        with open(csv, "a") as f:
             if new:
                 f.write("step,minutes,quality,bpp,psnr\n")
             for q, b, p in rows:
-                f.write(f"{step},{elapsed / 60:.1f},{q},{b:.4f},{p:.3f}\n")
+                f.write(f"{self.step},{self.elapsed / 60:.1f},{q},{b:.4f},{p:.3f}\n")
         print("validation (real bitstreams): " + "; ".join(f"q{q} {b:.3f} bpp {p:.2f} dB" for q, b, p in rows), flush=True)
-
-    last_save, last_val, stats = time.time(), time.time(), []
-    start_elapsed, start_time = elapsed, time.time()
-    while budget_progress() < 1.0:
-        lr = learning_rate(args.lr, budget_progress())
-        for g in opt.param_groups:
-            g["lr"] = lr
-        x = random_batch(images, args.batch, args.crop, rng).to(device).float().div_(255)
-        q = sample_qualities(args.batch, device)
-        stats.append(train_step(net, opt, x, q, args.bf16, args.rate == "rounded"))
-        step += 1
-        elapsed = rep.from_rank0(start_elapsed + time.time() - start_time)
-        if step % args.log_every == 0:
-            l, b, p = rep.mean(np.mean(stats, 0))
-            stats.clear()
-            say(f"step {step} {elapsed / 60:.1f}min lr {lr:.1e} loss {l:.4f} bpp {b:.3f} psnr {p:.2f}", flush=True)
-        if main and time.time() - last_save > args.checkpoint_minutes * 60:
-            save(out / "last.pt")
-            last_save = time.time()
-        if val and time.time() - last_val > args.val_minutes * 60:
-            run_validation()
-            last_val = time.time()
-    if main:
-        save(out / "last.pt")
-    if val:
-        run_validation()
-    say(f"done: step {step}, {elapsed / 60:.1f} min; checkpoint {out / 'last.pt'}")
-    return {"step": step, "elapsed": elapsed, "digests": rep.gather(weights_digest(model.state_dict()))}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
