@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import copy
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,19 +68,25 @@ class Decoded:
         return to_pil(self.rgb, self.alpha, Colour(self.header.colour))
 
 
-class _Job:
-    """One image of an encode_batch call: its tiles, and what has been computed for them so far."""
+@dataclass(frozen=True)
+class _Plan:
+    """One image of an encode_batch call and its tiles (y, x, h, w): what to code, never what has
+    been coded; each stage returns its results instead of writing them here."""
 
-    def __init__(self, index: int, src: SourceImage, tiles: list[tuple[int, int, int, int]]):
-        self.index, self.src, self.tiles = index, src, tiles
-        self.latents: dict[int, torch.Tensor] = {}
-        self.streams: list[bytes] = [b""] * len(tiles)
-        self.recon: np.ndarray | None = None  # filled tile by tile at a fixed quality
-        self.error: TNGError | None = None
+    index: int  # in the call's list of images
+    src: SourceImage
+    tiles: tuple[tuple[int, int, int, int], ...]
 
-    def fail(self, e: Exception) -> None:
-        self.error = e if isinstance(e, TNGError) else TNGError(f"{type(e).__name__}: {e}")
-        self.latents.clear()
+    def tile(self, t: int) -> np.ndarray:
+        y, x, h, w = self.tiles[t]
+        return self.src.rgb[y : y + h, x : x + w]
+
+    def size(self, t: int) -> tuple[int, int]:
+        return self.tiles[t][2:]
+
+
+_Batch = list[tuple[_Plan, int]]  # (image, tile index) pairs of one padded tile size
+_Coded = tuple[bytes, np.ndarray | None]  # a tile's stream and, when reconstructed, the decoder's pixels
 
 
 def _tiles(height: int, width: int, tile: int):
@@ -203,106 +212,127 @@ class Codec:
         if not searching and not MIN_QUALITY <= quality <= MAX_QUALITY:
             raise TNGError(f"quality must be between {MIN_QUALITY:g} and {MAX_QUALITY:g}, got {quality:g}")
         lm, net = self._model(self.model_id)
-        jobs: list[_Job] = []
         results: list[Encoded | TNGError | None] = [None] * len(images)
+        plans = []
         for i, image in enumerate(images):
             try:
-                src = image if isinstance(image, SourceImage) else _from_array(image)
+                plans.append(self._plan(i, image))
             except TNGError as e:
                 results[i] = e
+        if searching:
+            # A search keeps the latents (2.5 bytes per pixel) and tries qualities image by image,
+            # each try coded as a fixed quality is.
+            tiles, failed = self._per_tile(plans, partial(self._analyse_tiles, net))
+            finish = partial(self._search, lm, net, target_psnr=target_psnr, target_bpp=target_bpp)
+        else:  # each batch of tiles is coded through to streams and pixels
+            q_milli = int(round(quality * 1000))
+            tiles, failed = self._per_tile(plans, partial(self._code_tiles, lm, net, q_milli))
+            finish = partial(self._pack, lm, q_milli)
+        for plan in plans:
+            if plan.index in failed:
+                results[plan.index] = failed[plan.index]
                 continue
-            if src.width * src.height > self.max_pixels:
-                results[i] = TNGError(f"image of {src.width}x{src.height} = {src.width * src.height} pixels exceeds the pixel limit of {self.max_pixels} (--max-pixels)")
-            else:
-                jobs.append(_Job(i, src, list(_tiles(src.height, src.width, self.tile))))
-        # A fixed quality codes each batch of tiles through to pixels; a search keeps the latents
-        # (2.5 bytes per pixel) and tries qualities image by image.
-        q_milli = int(round(quality * 1000))
-        for batch in self._batches(jobs):
             try:
-                self._run_batch(lm, net, batch, None if searching else q_milli)
-            except Exception as e:  # a failure of the batch is found out image by image
-                if len(batch) == 1:
-                    batch[0][0].fail(e)
-                    continue
-                for item in batch:
-                    try:
-                        self._run_batch(lm, net, [item], None if searching else q_milli)
-                    except Exception as e1:
-                        item[0].fail(e1)
-        for job in jobs:
-            if job.error is None:
-                try:
-                    results[job.index] = self._finish(lm, net, job, q_milli, target_psnr, target_bpp)
-                except Exception as e:
-                    job.fail(e)
-            if job.error is not None:
-                results[job.index] = job.error
+                results[plan.index] = finish(plan, [tiles[plan.index, t] for t in range(len(plan.tiles))])
+            except Exception as e:
+                results[plan.index] = _as_error(e)
         return results
 
-    def _batches(self, jobs: list[_Job]):
-        """(job, tile index) lists of equal padded tile size, at most batch_pixels each (at least one tile)."""
-        groups: dict[tuple[int, int], list[tuple[_Job, int]]] = {}
-        for job in jobs:
-            for t, (_, _, h, w) in enumerate(job.tiles):
-                groups.setdefault((_padded(h), _padded(w)), []).append((job, t))
+    def _plan(self, index: int, image: SourceImage | np.ndarray) -> _Plan:
+        src = image if isinstance(image, SourceImage) else _from_array(image)
+        if src.width * src.height > self.max_pixels:
+            raise TNGError(f"image of {src.width}x{src.height} = {src.width * src.height} pixels exceeds the pixel limit of {self.max_pixels} (--max-pixels)")
+        return _Plan(index, src, tuple(_tiles(src.height, src.width, self.tile)))
+
+    def _per_tile(self, plans: list[_Plan], work: Callable[[_Batch], list]) -> tuple[dict[tuple[int, int], Any], dict[int, TNGError]]:
+        """work's result for every tile, keyed (image index, tile index), and the error of each image
+        that failed. work gets batches of tiles (`_batches`) and returns one result per tile; a batch
+        that fails is retried tile by tile, so that only the images that fail alone get an error."""
+        done: dict[tuple[int, int], Any] = {}
+        failed: dict[int, TNGError] = {}
+        for batch in self._batches(plans):
+            try:
+                done.update(zip(((plan.index, t) for plan, t in batch), work(batch)))
+                continue
+            except Exception as e:
+                if len(batch) == 1:
+                    failed[batch[0][0].index] = _as_error(e)
+                    continue
+            for plan, t in batch:
+                try:
+                    done[plan.index, t] = work([(plan, t)])[0]
+                except Exception as e:
+                    failed[plan.index] = _as_error(e)
+        return done, failed
+
+    def _batches(self, plans: list[_Plan]):
+        """Lists of (image, tile index) of equal padded tile size, at most batch_pixels each (at least one tile)."""
+        groups: dict[tuple[int, int], _Batch] = {}
+        for plan in plans:
+            for t, (_, _, h, w) in enumerate(plan.tiles):
+                groups.setdefault((_padded(h), _padded(w)), []).append((plan, t))
         for (hp, wp), items in groups.items():
             per = max(1, self.batch_pixels // (hp * wp))
             for k in range(0, len(items), per):
                 yield items[k : k + per]
 
-    def _run_batch(self, lm: LoadedModel, net, batch: list[tuple[_Job, int]], q_milli: int | None) -> None:
-        """Latents of a batch of tiles; with a quality, also their streams and reconstructions."""
-        tiles = []
-        for job, t in batch:
-            y, x, h, w = job.tiles[t]
-            tiles.append(job.src.rgb[y : y + h, x : x + w])
-        inputs = self._pixels(tiles)
+    def _analyse_tiles(self, net, batch: _Batch) -> list[torch.Tensor]:
+        """Each tile's latents (1, M, h, w), from one pass of the analysis over the batch."""
+        lat = self._analyse(net, self._pixels([plan.tile(t) for plan, t in batch])[0])
+        return [lat[k : k + 1] for k in range(len(batch))]
+
+    def _code_tiles(self, lm: LoadedModel, net, q_milli: int, batch: _Batch) -> list[_Coded]:
+        """Each tile's stream and decoded pixels at one quality, from one pass of the analysis,
+        the coder and the synthesis over the batch."""
+        inputs = self._pixels([plan.tile(t) for plan, t in batch])
         lat = self._analyse(net, inputs[0])
-        if q_milli is None:
-            for k, (job, t) in enumerate(batch):
-                job.latents[t] = lat[k : k + 1]
-            return
-        streams, residual, mean = self._code(lm, net, lat, q_milli / 1000, inputs)
-        pixels = self._synthesise(lm, residual, mean, q_milli)
-        for k, (job, t) in enumerate(batch):
-            y, x, h, w = job.tiles[t]
-            if job.recon is None:
-                job.recon = np.empty_like(job.src.rgb)
-            job.streams[t] = streams[k]
-            job.recon[y : y + h, x : x + w] = as_image(pixels[k], h, w)
+        return self._code_latents(lm, net, lat, q_milli, inputs, [plan.size(t) for plan, t in batch])
 
-    def _finish(self, lm: LoadedModel, net, job: _Job, q_milli: int, target_psnr: float | None,
-                target_bpp: float | None) -> Encoded:
-        """The image's file: from its coded tiles, or by a search over quality on its latents."""
-        src, meta = job.src, [job.src.exif or b"", job.src.icc_profile or b"", _alpha_png(job.src.alpha)]
+    def _code_latents(self, lm: LoadedModel, net, lat: torch.Tensor, q_milli: int,
+                      pixels: tuple[torch.Tensor, torch.Tensor] | None, sizes: list[tuple[int, int]],
+                      reconstruct: bool = True) -> list[_Coded]:
+        """Tiles' latents at one quality: their streams and, with reconstruct, the decoder's pixels
+        cropped to each tile's size (h, w). pixels: the tiles' `_pixels`, needed when the codec refines."""
+        streams, residual, mean = self._code(lm, net, lat, q_milli / 1000, pixels)
+        if not reconstruct:
+            return [(stream, None) for stream in streams]
+        out = self._synthesise(lm, residual, mean, q_milli)
+        return [(stream, as_image(out[k], h, w)) for k, (stream, (h, w)) in enumerate(zip(streams, sizes))]
 
-        def pack(q_milli: int, streams: list[bytes], recon: np.ndarray | None) -> Encoded:
-            header = container.Header(lm.model_id, lm.digest, src.width, src.height, int(src.colour),
-                                      int(src.flags), q_milli, self.tile)
-            data = container.pack(header, meta + streams)
-            quality_psnr = psnr(src.rgb, recon) if recon is not None else float("nan")
-            return Encoded(data, q_milli / 1000, src.width, src.height, len(data) * 8 / (src.width * src.height),
-                           quality_psnr, recon)
+    def _pack(self, lm: LoadedModel, q_milli: int, plan: _Plan, coded: list[_Coded]) -> Encoded:
+        """The image's .tng file from its coded tiles; PSNR when they carry their pixels (else nan)."""
+        src = plan.src
+        header = container.Header(lm.model_id, lm.digest, src.width, src.height, int(src.colour),
+                                  int(src.flags), q_milli, self.tile)
+        meta = [src.exif or b"", src.icc_profile or b"", _alpha_png(src.alpha)]
+        data = container.pack(header, meta + [stream for stream, _ in coded])
+        recon = None
+        if coded[0][1] is not None:
+            recon = np.empty_like(src.rgb)
+            for (y, x, h, w), (_, pixels) in zip(plan.tiles, coded):
+                recon[y : y + h, x : x + w] = pixels
+        quality_psnr = psnr(src.rgb, recon) if recon is not None else float("nan")
+        return Encoded(data, q_milli / 1000, src.width, src.height, len(data) * 8 / (src.width * src.height),
+                       quality_psnr, recon)
 
-        if target_psnr is None and target_bpp is None:
-            return pack(q_milli, job.streams, job.recon)
+    def _at_quality(self, lm: LoadedModel, net, plan: _Plan, latents: list[torch.Tensor], quality: float,
+                    reconstruct: bool = True) -> Encoded:
+        """The image coded at one quality from its tiles' latents, tile by tile: one try of a search."""
+        q_milli = int(round(quality * 1000))
+        coded = []
+        for t, lat in enumerate(latents):
+            pixels = self._pixels([plan.tile(t)]) if self.refine else None
+            coded += self._code_latents(lm, net, lat, q_milli, pixels, [plan.size(t)], reconstruct)
+        return self._pack(lm, q_milli, plan, coded)
 
-        def attempt(q: float, reconstruct: bool = True) -> Encoded:
-            q_milli = int(round(q * 1000))
-            streams, recon = [], np.empty_like(src.rgb) if reconstruct else None
-            for t, (y, x, h, w) in enumerate(job.tiles):
-                inputs = self._pixels([src.rgb[y : y + h, x : x + w]]) if self.refine else None
-                stream, residual, mean = self._code(lm, net, job.latents[t], q_milli / 1000, inputs)
-                streams += stream
-                if reconstruct:
-                    recon[y : y + h, x : x + w] = as_image(self._synthesise(lm, residual, mean, q_milli)[0], h, w)
-            return pack(q_milli, streams, recon)
-
+    def _search(self, lm: LoadedModel, net, plan: _Plan, latents: list[torch.Tensor], *,
+                target_psnr: float | None, target_bpp: float | None) -> Encoded:
+        """The image at the quality that meets its target, by bisection over its latents."""
+        attempt = partial(self._at_quality, lm, net, plan, latents)
         if target_psnr is not None:
             return _bisect(attempt, lambda e: e.psnr >= target_psnr, want_low=True)
         # bpp needs no reconstruction while searching; the final choice gets one.
-        found = _bisect(lambda q: attempt(q, reconstruct=False), lambda e: e.bpp <= target_bpp, want_low=False)
+        found = _bisect(partial(attempt, reconstruct=False), lambda e: e.bpp <= target_bpp, want_low=False)
         final = attempt(found.quality)
         final.target_met = found.target_met
         return final
@@ -390,6 +420,11 @@ def _bisect(attempt, ok, want_low: bool, steps: int = 8) -> Encoded:
         else:
             hi = mid
     return best
+
+
+def _as_error(e: Exception) -> TNGError:
+    """An image's failure as the TNGError its result carries: a TNGError as it is, anything else named."""
+    return e if isinstance(e, TNGError) else TNGError(f"{type(e).__name__}: {e}")
 
 
 def _from_array(rgb: np.ndarray) -> SourceImage:
