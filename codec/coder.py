@@ -341,39 +341,28 @@ class Codec:
     def decode(self, data: bytes | memoryview) -> Decoded:
         header, sections = container.unpack(data, self.max_pixels)
         lm, net = self._model(header.model_id)
-        if header.weights_digest != lm.digest:
-            raise TNGError(f"file was coded with different weights for model id {header.model_id} (digest mismatch)")
-        if header.tile % STRIDE or header.tile == 0:
-            raise TNGError(f"corrupt file: tile size {header.tile}")
-        try:
-            colour = Colour(header.colour)
-            Flag(header.flags)
-        except ValueError:
-            raise TNGError(f"corrupt file: unknown colour mode {header.colour} or flags {header.flags}") from None
-        if not MIN_QUALITY <= header.quality <= MAX_QUALITY:
-            raise TNGError(f"corrupt file: quality {header.quality}")
+        colour = _checked_header(header, lm)
         tiles = list(_tiles(header.height, header.width, header.tile))
         if len(sections) != _META_SECTIONS + len(tiles):
             raise TNGError(f"corrupt file: {len(sections)} sections for {len(tiles)} tiles")
         alpha = _alpha_from_png(bytes(sections[2]), header.width, header.height, colour)
         rgb = np.empty((header.height, header.width, 3), np.uint8)
         for (y, x, h, w), stream in zip(tiles, sections[_META_SECTIONS:]):
-            z_shape = (lm.net.n, _padded(h) // STRIDE, _padded(w) // STRIDE)
-
-            def hyper(z: np.ndarray):
-                mean, idx = HyperSynthesis.exact(torch.from_numpy(z)[None], lm.hyper)
-                return mean, net.y_prior.table_index(idx.numpy()[0])
-
-            try:
-                _, residual, mean = decode_tile(net.z_prior, net.y_prior, bytes(stream), z_shape, hyper)
-            except TNGError:
-                raise
-            except Exception as e:  # constriction rejects some impossible streams itself
-                raise TNGError(f"corrupt file: tile stream does not decode ({e})") from None
-            pixels = self._synthesise(lm, torch.from_numpy(residual)[None], mean, header.quality_milli)
-            rgb[y : y + h, x : x + w] = as_image(pixels[0], h, w)
+            rgb[y : y + h, x : x + w] = self._decode_tile(lm, net, bytes(stream), h, w, header.quality_milli)
         exif, icc = bytes(sections[0]) or None, bytes(sections[1]) or None
         return Decoded(header, rgb, alpha, exif, icc)
+
+    def _decode_tile(self, lm: LoadedModel, net, stream: bytes, h: int, w: int, q_milli: int) -> np.ndarray:
+        """One tile's (h, w, 3) uint8 pixels from its stream."""
+        z_shape = (lm.net.n, _padded(h) // STRIDE, _padded(w) // STRIDE)
+        try:
+            _, residual, mean = decode_tile(net.z_prior, net.y_prior, stream, z_shape, partial(_hyper_tables, lm, net))
+        except TNGError:
+            raise
+        except Exception as e:  # constriction rejects some impossible streams itself
+            raise TNGError(f"corrupt file: tile stream does not decode ({e})") from None
+        pixels = self._synthesise(lm, torch.from_numpy(residual)[None], mean, q_milli)
+        return as_image(pixels[0], h, w)
 
     # -- measurement ------------------------------------------------------------------------
     @torch.no_grad()
@@ -392,6 +381,28 @@ class Codec:
             scale = y_prior.scale(idx.double() / 2**ACT_BITS)
             bits += z_prior.bits(z).item() + y_prior.bits(residual.double(), scale).item()
         return bits
+
+
+def _checked_header(header: container.Header, lm: LoadedModel) -> Colour:
+    """The header's colour mode, once its weights, tile size, flags and quality are known to make sense."""
+    if header.weights_digest != lm.digest:
+        raise TNGError(f"file was coded with different weights for model id {header.model_id} (digest mismatch)")
+    if header.tile % STRIDE or header.tile == 0:
+        raise TNGError(f"corrupt file: tile size {header.tile}")
+    try:
+        colour = Colour(header.colour)
+        Flag(header.flags)
+    except ValueError:
+        raise TNGError(f"corrupt file: unknown colour mode {header.colour} or flags {header.flags}") from None
+    if not MIN_QUALITY <= header.quality <= MAX_QUALITY:
+        raise TNGError(f"corrupt file: quality {header.quality}")
+    return colour
+
+
+def _hyper_tables(lm: LoadedModel, net, z: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+    """A tile's means and table indexes from its decoded z, by the exact hyper-synthesis (decode_tile's callback)."""
+    mean, idx = HyperSynthesis.exact(torch.from_numpy(z)[None], lm.hyper)
+    return mean, net.y_prior.table_index(idx.numpy()[0])
 
 
 def _bisect(attempt, ok, want_low: bool, steps: int = 8) -> Encoded:
