@@ -10,7 +10,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("codec", "jobs", "pipeline")
+PACKAGES = ("codec", "evaluation", "jobs", "pipeline")  # folders; tests/test_layout.py checks which may import which
 
 
 def _modules() -> dict[str, Path]:
