@@ -28,7 +28,7 @@ LEVELS = 8
 # λ of each integer quality level, log-spaced; loss = λ·255²·MSE + bpp. The range reaches down so
 # that quality 1 lands near 0.1 bpp on photos, the bottom of the range the codec is measured over.
 # A weights file records the table its gains were trained for ("lambdas"); files without one are
-# models 1–4, trained with LEGACY_LAMBDAS (their quality 1 sat at 0.35 bpp on photos).
+# models 1–4, trained with LEGACY_LAMBDAS (their quality 1 sat far above 0.1 bpp).
 def _log_spaced(lo: float, hi: float) -> tuple[float, ...]:
     return tuple(lo * (hi / lo) ** (i / (LEVELS - 1)) for i in range(LEVELS))
 
@@ -106,8 +106,8 @@ class TNGModel(nn.Module):
         Returns x_hat and per-image bits (B,) of y and z, estimated from the likelihoods of the noisy
         latents (additive uniform noise, the usual relaxation), or with rounded_rate of the rounded
         ones the coder codes (straight-through gradients). The noisy estimate overstates the rate of
-        near-zero latents: for model 5 on photo crops, 2.65x the coded rate at quality 1, 1.26x at
-        quality 4, 1.03x at quality 8; fine-tuning on it misjudges the low rates.
+        near-zero latents, most at the low qualities, so fine-tuning on it misjudges the low rates
+        (measured in docs/training-log.md, model 6).
         """
         gain, inv_gain = self.gains(q)
         y = self.g_a(x).float() * gain

@@ -11,14 +11,8 @@ Inference for Neural Image Compression"): each value is drawn towards its floor 
 probabilities that sharpen as the temperature falls, so the final rounding costs little. The draws
 come from a fixed seed, so an image encodes to the same file every time on one machine.
 
-Measured (model 6, 2 cores), mean fall of the coded loss over qualities 1, 3, 5, 7 of four 256² crops
-of val photos: 100 steps 7.4 %, 150 steps 7.9 %, 200 steps 8.3 % with the schedule below; a constant
-step of 0.005 (the first version) gave 6.6 % at 100 steps and 7.5 % at 400. Schedules around the
-shipped one (start 0.01–0.05, end 0.001–0.005, z factor 1–4, τ 0.4 or 0.5 to 0.05 or 0.1) gave
-6.7–7.4 %; a z factor of 8, or smaller steps for z than for y, 6.4–6.6 %. On four crops of training
-photos the schedule gained too (6.5 % → 6.9 % at 100 steps); it loses a little at quality 1 and gains
-above it. Validation photos, 150 steps: 12.3 % fewer bits than no refinement, −40.3 % vs JPEG
-(BENCHMARKS.md).
+The step size falls over the steps (constants below); how that schedule was chosen, and what
+refinement gains and costs, are in docs/training-log.md and BENCHMARKS.md.
 """
 from __future__ import annotations
 
