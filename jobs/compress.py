@@ -1,8 +1,12 @@
 """`tng compress SRC DST`: every file under SRC becomes one archive row in Parquet shards under DST.
 
-    list SRC (driver) ─▶ load_batch (tasks: read, hash, decode, validate; JPEGs recompressed losslessly
-      or kept, per --jpeg) ─▶ CompressActor pool
+    list SRC (tasks, or read a --listing manifest; pipeline/listing.py) ─▶ with --incremental, less what
+      the archive holds (a distributed anti-join; pipeline/pending.py) ─▶ load_batch (tasks: read, hash,
+      decode, validate; JPEGs recompressed losslessly or kept, per --jpeg) ─▶ CompressActor pool
       ─▶ ShardSink (atomic Parquet shards) ─▶ runs/{run_id}.json manifest + summary
+
+The keys pass through Ray's object store, never through the driver: its memory does not grow with
+SRC or with the archive.
 
 Exit status 0 when the run completed (per-image failures are `error` rows), 1 when the run itself
 could not: SRC unreadable, DST unwritable, Ray failure.
@@ -37,58 +41,48 @@ def parse_storage_options(items: list[str]) -> dict:
     return opts
 
 
-VERSION_FIELDS = ("ETag", "etag", "generation", "md5Hash", "mtime", "LastModified", "updated")
+def pending_sources(args: argparse.Namespace, opts: dict):
+    """(Dataset of the rows to do: key, source_uri, source_version, archived_sha256; how many rows it has;
+    how many keys SRC lists; how many keys the archive will hold after the run, None when that is every
+    key done). Listing and archive stay in Ray's object store, never in the driver (pipeline/pending.py).
+    All of it runs before the codec actors exist: its tasks take a CPU."""
+    from pipeline.archive import open_fs, shard_paths
+    from pipeline.listing import ListingError, listing_dataset
+    from pipeline.pending import resolve
 
-
-def source_version(info: dict) -> str | None:
-    """What the listing says about a file's version (S3 ETag, GCS generation, local mtime), or None."""
-    for field in VERSION_FIELDS:
-        if info.get(field) is not None:
-            return f"{field}={info[field]}"
-    return None
-
-
-def list_sources(src: str, storage_options: dict) -> list[dict]:
-    """{key, source_uri, size, version} for every file under src, keys relative to it, '/'-separated, sorted."""
-    from pipeline.archive import open_fs
-
+    what = args.listing or args.src
+    archive_keys = None
     try:
-        fs, root = open_fs(src, storage_options)
-        if fs.isfile(root):
-            files, root = {root: fs.info(root)}, posixpath.dirname(root)
+        listing = listing_dataset(args.src, opts, args.listing).materialize()
+        listed = listing.count()
+        if not args.listing and not shard_paths(*open_fs(args.dst, opts)):
+            # a first run, listed by tasks: keys unique, nothing to compare with
+            todo = listing.map_batches(_as_todo, batch_format="pyarrow").materialize()
         else:
-            files = fs.find(root, detail=True)
-    except Exception as e:
-        raise RunError(f"cannot list {src}: {type(e).__name__}: {e}") from None
-    if not files and not fs.exists(root):
-        raise RunError(f"cannot list {src}: no such file or directory")
-    protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
-    prefix = "" if protocol in ("file", "local") else f"{protocol}://"
-    return [{"key": posixpath.relpath(f, root), "source_uri": prefix + f, "size": files[f].get("size"),
-             "version": source_version(files[f])} for f in sorted(files)]
+            resolved = resolve(listing, args.dst, opts, incremental=args.incremental, listed=listed).materialize()
+            counts = resolved.sum(["listed", "in_archive"])
+            listed, archive_keys = int(counts["sum(listed)"]), int(counts["sum(in_archive)"])
+            todo = resolved.map_batches(_todo_only, batch_format="pyarrow").materialize()
+    except ListingError as e:
+        raise RunError(str(e)) from None
+    except Exception as e:  # a listing task failed: Ray wraps its exception, twice
+        while (inner := getattr(e, "cause", None) or e.__cause__) is not None:
+            e = inner
+        raise RunError(f"cannot list {what}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    n = todo.count()
+    # Up to 200 blocks: load tasks run side by side and shards are written while the run goes on.
+    return (todo.repartition(min(n, 200)).materialize() if n else todo), n, listed, archive_keys
 
 
-def archived_state(fs, root: str) -> dict[str, tuple]:
-    """key -> (source_sha256, source_bytes, source_version) of every key whose current row is ok.
+def _as_todo(t):
+    import pyarrow as pa
 
-    Only the current row counts: a file changed and then changed back must be done again, because
-    the archive's current row holds the other content.
-    """
-    import pyarrow.compute as pc
-
-    from pipeline.archive import current_rows, read_rows
-
-    rows = current_rows(read_rows(fs, root, ["key", "source_sha256", "source_bytes", "source_version",
-                                             "status", "encoded_at"]))
-    ok = rows.filter(pc.equal(rows["status"], "ok"))
-    return {k: (sha, n, v) for k, sha, n, v in zip(*(ok[c].to_pylist() for c in
-                                                     ("key", "source_sha256", "source_bytes", "source_version")))}
+    return pa.table({"key": t["key"], "source_uri": t["source_uri"], "source_version": t["version"],
+                     "archived_sha256": pa.nulls(t.num_rows, pa.string())})
 
 
-def unchanged_by_listing(sources: list[dict], archived: dict[str, tuple]) -> set[str]:
-    """Keys whose size and listed version equal their archived row's: skipped without being read."""
-    return {s["key"] for s in sources if s["version"] is not None and s["key"] in archived
-            and archived[s["key"]][1:] == (s["size"], s["version"])}
+def _todo_only(t):
+    return t.filter(t["todo"]).select(["key", "source_uri", "source_version", "archived_sha256"])
 
 
 def check_writable(dst: str, storage_options: dict) -> None:
@@ -113,30 +107,19 @@ def compress(args: argparse.Namespace) -> dict:
     from pipeline.stages import CompressActor, load_batch
 
     opts = parse_storage_options(args.storage_option)
-    sources = list_sources(args.src, opts)
     check_writable(args.dst, opts)
     fs, root = open_fs(args.dst, opts)
     removed = remove_stale_temporaries(fs, root)
-    done: frozenset = frozenset()
-    todo = sources
-    if args.incremental:
-        # Files the listing shows unchanged are not read at all; the rest are read and hashed, and
-        # skipped in load_batch when the content is what the archive holds (e.g. touched files).
-        archived = archived_state(fs, root)
-        skip = unchanged_by_listing(sources, archived)
-        todo = [s for s in sources if s["key"] not in skip]
-        done = frozenset((k, v[0]) for k, v in archived.items())
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
     started = dt.datetime.now(dt.timezone.utc)
     on_cluster = init_ray(args.address)
+    todo, n_todo, listed, archive_keys = pending_sources(args, opts)
     workers = args.workers
     threads = threads_per_worker(workers)
     gpus = args.gpus_per_worker
     written: list[str] = []
-    if todo:
-        ds = ray.data.from_items([{"key": s["key"], "source_uri": s["source_uri"], "source_version": s["version"] or ""}
-                                  for s in todo], override_num_blocks=min(len(todo), 200))
-        ds = ds.map_batches(load_batch, fn_kwargs={"storage_options": opts, "max_pixels": args.max_pixels, "done": done,
+    if n_todo:
+        ds = todo.map_batches(load_batch, fn_kwargs={"storage_options": opts, "max_pixels": args.max_pixels,
                                                    "jpeg": args.jpeg},
                             batch_size=args.batch_size, batch_format="numpy",
                             **task_remote_args(), compute=ray.data.TaskPoolStrategy(size=task_slots(workers)))
@@ -150,42 +133,51 @@ def compress(args: argparse.Namespace) -> dict:
         sink = ShardSink(args.dst, opts, run_id, max_rows=args.rows_per_shard)
         ds.write_datasink(sink, ray_remote_args=task_remote_args(), concurrency=task_slots(workers))
         written = sink.written
-    summary = summarise(fs, root, run_id, len(sources), started)
+    summary = summarise(fs, written, run_id, listed, started)
+    summary["archive_keys"] = summary["processed"] if archive_keys is None else archive_keys
     summary["shards"] = written
     summary["stale_temporaries_removed"] = removed
     # What produced these rows: rows carry their quality and model id, the run alone knows the rest.
     summary["settings"] = {"quality": args.quality, "target_psnr": args.target_psnr, "model_id": args.model,
                            "refine": args.refine, "jpeg": args.jpeg, "max_pixels": args.max_pixels, "workers": workers,
                            "max_error_share": args.max_error_share,
-                           "gpus_per_worker": gpus, "incremental": args.incremental}
+                           "gpus_per_worker": gpus, "incremental": args.incremental, "listing": args.listing}
     write_whole(fs, posixpath.join(root, RUNS, f"{run_id}.json"), json.dumps(summary, indent=1).encode())
     return summary
 
 
-def summarise(fs, root: str, run_id: str, listed: int, started: dt.datetime) -> dict:
-    """The run's figures, recomputed from the shards it wrote."""
-    import pyarrow.compute as pc
+def summarise(fs, shards: list[str], run_id: str, listed: int, started: dt.datetime) -> dict:
+    """The run's figures, recomputed from the shards it wrote, one shard at a time (flat memory)."""
+    from collections import Counter
 
-    from pipeline.archive import current_rows, read_rows
+    import pyarrow.parquet as pq
 
-    rows = read_rows(fs, root, ["key", "run_id", "status", "error", "codec", "source_bytes", "bitstream_bytes",
-                                "bpp", "psnr", "encoded_at"])
-    mine = rows.filter(pc.equal(rows["run_id"], run_id)).to_pandas()
-    ok = mine[mine["status"] == "ok"]
-    tng = ok[ok["codec"] == "tng"]
-    bytes_in, bytes_out = int(ok["source_bytes"].sum()), int(ok["bitstream_bytes"].sum())
-    errors = mine[mine["status"] == "error"]
+    from pipeline.archive import SCHEMA
+
+    n = Counter()
+    sums = Counter()
+    reasons: Counter = Counter()
+    fs.invalidate_cache()  # s3fs answers from its cached listings, which predate these shards
+    for path in shards:
+        t = pq.read_table(path, filesystem=fs, schema=SCHEMA, columns=[
+            "status", "error", "codec", "source_bytes", "bitstream_bytes", "bpp", "psnr"]).to_pandas()
+        ok = t[t["status"] == "ok"]
+        tng = ok[ok["codec"] == "tng"]
+        n.update(processed=len(t), ok=len(ok), tng=len(tng), errors=int((t["status"] == "error").sum()),
+                 jxl=int((ok["codec"] == JPEG_XL).sum()), source=int((ok["codec"] == "source").sum()))
+        sums.update(bytes_in=int(ok["source_bytes"].sum()), bytes_out=int(ok["bitstream_bytes"].sum()),
+                    bpp=float(tng["bpp"].sum()), psnr=float(tng["psnr"].sum()))
+        reasons.update(t.loc[t["status"] == "error", "error"].tolist())
+    bytes_in, bytes_out = sums["bytes_in"], sums["bytes_out"]
     return {
         "run_id": run_id, "started": started.isoformat(), "finished": dt.datetime.now(dt.timezone.utc).isoformat(),
-        "listed": listed, "processed": len(mine), "skipped_unchanged": listed - len(mine),
-        "ok": len(ok), "errors": len(errors), "codec_tng": len(tng), "codec_jpeg_jxl": int((ok["codec"] == JPEG_XL).sum()),
-        "codec_source": int((ok["codec"] == "source").sum()),
-        "bytes_in": bytes_in, "bytes_out": bytes_out,
+        "listed": listed, "processed": n["processed"], "skipped_unchanged": listed - n["processed"],
+        "ok": n["ok"], "errors": n["errors"], "codec_tng": n["tng"], "codec_jpeg_jxl": n["jxl"],
+        "codec_source": n["source"], "bytes_in": bytes_in, "bytes_out": bytes_out,
         "savings": (1 - bytes_out / bytes_in) if bytes_in else 0.0,
-        "mean_bpp": float(tng["bpp"].mean()) if len(tng) else None,
-        "mean_psnr": float(tng["psnr"].mean()) if len(tng) else None,
-        "errors_by_reason": errors["error"].value_counts().head(20).to_dict(),
-        "archive_keys": current_rows(rows).num_rows,
+        "mean_bpp": sums["bpp"] / n["tng"] if n["tng"] else None,
+        "mean_psnr": sums["psnr"] / n["tng"] if n["tng"] else None,
+        "errors_by_reason": dict(reasons.most_common(20)),
     }
 
 
@@ -232,6 +224,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "original file byte for byte (kept as they are where that is not possible or not smaller); "
                         "'tng' codes their pixels with TNG (a second lossy generation); 'keep' keeps them as they "
                         f"are; default {DEFAULT_JPEG_CHOICE}")
+    p.add_argument("--listing", metavar="FILE_OR_URL",
+                   help="take SRC's keys from this listing instead of listing SRC: an S3 Inventory manifest.json, "
+                        "a GCS inventory report or other CSV/Parquet table with a key column, or a text file of "
+                        "keys (one per line); rows outside SRC are left out")
     p.add_argument("--incremental", action="store_true", help="skip keys already archived with the same content")
     p.add_argument("--workers", type=int, default=2, help="codec actors (model copies)")
     p.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per actor (0: CPU)")

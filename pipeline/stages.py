@@ -29,25 +29,26 @@ def _pixels_sha256(image) -> str:
     return hashlib.sha256(np.ascontiguousarray(np.asarray(image)).tobytes()).hexdigest()
 
 
-def load_batch(batch: dict, storage_options: dict, max_pixels: int, done: frozenset = frozenset(),
-               jpeg: str = DEFAULT_JPEG_CHOICE) -> dict:
-    """Columns in: key, source_uri, source_version. Out: the source facts, the decoded image (a pickled
+def load_batch(batch: dict, storage_options: dict, max_pixels: int, jpeg: str = DEFAULT_JPEG_CHOICE) -> dict:
+    """Columns in: key, source_uri, source_version and optionally archived_sha256. Out: the source facts, the decoded image (a pickled
     SourceImage, passed between our own stages only; empty when it could not be read) and an error.
 
-    Rows whose (key, sha256) is in `done` (already archived, unchanged) are left out: nothing to do.
+    Rows whose sha256 is their archived_sha256 (the archive's current row holds this content) are left
+    out: nothing to do.
     A JPEG file under `jpeg` 'lossless' or 'keep' is settled here, without decoding its pixels: `stored`
     names the codec of what `data` then holds (the JPEG XL file, or the file as it is), `note` says why
     a file was kept; the image column holds its header (an ImageInfo) instead of the pixels.
     """
     out = {k: [] for k in ("key", "source_uri", "source_version", "source_bytes", "source_sha256", "data", "image",
                            "stored", "note", "error")}
-    for key, uri, version in zip(batch["key"], batch["source_uri"], batch["source_version"]):
+    archived = batch.get("archived_sha256", [None] * len(batch["key"]))
+    for key, uri, version, archived_sha in zip(batch["key"], batch["source_uri"], batch["source_version"], archived):
         data, image, error, sha, stored = b"", None, None, None, None
         try:
             fs, path = open_fs(uri, storage_options)
             data = fs.cat_file(path)
             sha = hashlib.sha256(data).hexdigest()
-            if (key, sha) in done:
+            if sha == archived_sha:
                 continue
             if jpeg != "tng" and is_jpeg(data):
                 image = jpeg_info(data, max_pixels)
