@@ -47,13 +47,15 @@ def pending_sources(args: argparse.Namespace, opts: dict):
     key done). Listing and archive stay in Ray's object store, never in the driver (pipeline/pending.py).
     All of it runs before the codec actors exist: its tasks take a CPU."""
     from pipeline.archive import open_fs, shard_paths
+    from pipeline.inventory import manifest_dataset
     from pipeline.listing import ListingError, listing_dataset
     from pipeline.pending import resolve
 
     what = args.listing or args.src
     archive_keys = None
     try:
-        listing = listing_dataset(args.src, opts, args.listing).materialize()
+        listing = (manifest_dataset(args.listing, args.src, opts) if args.listing
+                   else listing_dataset(args.src, opts)).materialize()
         listed = listing.count()
         if not args.listing and not shard_paths(*open_fs(args.dst, opts)):
             # a first run, listed by tasks: keys unique, nothing to compare with

@@ -1,7 +1,7 @@
 """SRC's files as a Ray Dataset of (key, source_uri, size, version) rows: the driver never holds the keys.
 
-    listing_dataset(src, options)                       SRC listed by tasks, one per prefix, page by page
-    listing_dataset(src, options, manifest=URL)         a listing manifest instead (pipeline/inventory.py)
+    listing_dataset(src, options)       SRC listed by tasks, one per prefix, page by page
+    (a listing manifest instead: pipeline/inventory.py, same rows)
 
 Listed by tasks, the driver only looks for prefixes: the folders under SRC, down to SPLIT_DEPTH levels
 while there are fewer than MIN_TASKS. One task then lists each folder's own files, and one each
@@ -51,14 +51,10 @@ def url_prefix(fs) -> str:
     return "" if protocol in ("file", "local") else f"{protocol}://"
 
 
-def listing_dataset(src: str, storage_options: dict, manifest: str | None = None):
+def listing_dataset(src: str, storage_options: dict):
     """The Dataset of SRC's files (LISTING_SCHEMA). Raises ListingError when SRC cannot be listed.
 
     Lazy, like every Dataset: listing errors of the tasks surface when it executes."""
-    if manifest:
-        from .inventory import manifest_dataset
-
-        return manifest_dataset(manifest, src, storage_options)
     import ray
 
     try:

@@ -17,6 +17,7 @@ from conftest import SAMPLES
 
 from jobs.cli import main
 from pipeline import listing
+from pipeline.inventory import manifest_dataset
 from pipeline.pending import RESOLVED, TAGGED, _resolve_partition
 
 
@@ -155,7 +156,7 @@ def _s3_manifest(fs, fmt: str, rows: list[dict]) -> str:
 def test_s3_inventory_manifest(ray_local, bucket, fmt):
     fs, infos = bucket
     manifest = _s3_manifest(fs, fmt, _inventory_rows(infos))
-    rows = listing.listing_dataset("s3://lst-photos/incoming", {}, manifest).take_all()
+    rows = manifest_dataset(manifest, "s3://lst-photos/incoming", {}).take_all()
     # URL-decoded (CSV), outside SRC left out, folder marker / old version / delete marker left out
     assert sorted(r["key"] for r in rows) == sorted(k.partition("/")[2] for k in PHOTOS)
     for r in rows:  # the version string s3fs's own listing gives: a rerun either way skips the same files
@@ -169,17 +170,17 @@ def test_table_and_key_list_manifests(ray_local, bucket, tmp_path):
     gcs_like = tmp_path / "report.csv"  # a header row, GCS inventory column names
     gcs_like.write_text("bucket,name,size,etag\n" + "".join(
         f"lst-photos,{k},{i['size']},abc{n}\n" for n, (k, i) in enumerate(infos.items())))
-    rows = listing.listing_dataset("s3://lst-photos/incoming", {}, str(gcs_like)).take_all()
+    rows = manifest_dataset(str(gcs_like), "s3://lst-photos/incoming", {}).take_all()
     assert sorted(r["key"] for r in rows) == sorted(k.partition("/")[2] for k in PHOTOS)
     assert all(r["version"].startswith("etag=abc") for r in rows)
     keys = tmp_path / "keys.txt"  # relative keys, a URL, a blank line, a key out of SRC, a duplicate
     keys.write_text("cat.png\n\ns3://lst-photos/incoming/deep/%20odd.png\n../elsewhere/x.png\ncat.png\n")
-    rows = listing.listing_dataset("s3://lst-photos/incoming", {}, str(keys)).take_all()
+    rows = manifest_dataset(str(keys), "s3://lst-photos/incoming", {}).take_all()
     assert sorted(r["key"] for r in rows) == ["cat.png", "cat.png", "deep/%20odd.png"]  # pending.py dedupes
     assert all(r["size"] is None and r["version"] is None for r in rows)
     table = tmp_path / "keys.parquet"
     pq.write_table(pa.table({"key": ["0001.png", "deep/x.png"], "size": [3, 4]}), table)
-    rows = listing.listing_dataset(str(tmp_path / "src"), {}, str(table)).take_all()
+    rows = manifest_dataset(str(table), str(tmp_path / "src"), {}).take_all()
     assert [(r["key"], r["source_uri"], r["size"]) for r in rows] == [
         ("0001.png", str(tmp_path / "src" / "0001.png"), 3), ("deep/x.png", str(tmp_path / "src" / "deep/x.png"), 4)]
 
