@@ -171,9 +171,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from codec.errors import TNGError
+    from jobs.stderr_filter import filtered_stderr
 
     try:
-        args.func(args)
+        with filtered_stderr():  # one known-harmless line of Ray's core is not shown (see there)
+            args.func(args)
     except TNGError as e:
         print(f"tng: error: {e}", file=sys.stderr)
         return 1

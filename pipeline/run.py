@@ -9,6 +9,7 @@ infra/ do), the tasks take one each, which keeps them off a head that runs the d
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -21,27 +22,58 @@ TASK_CPUS = 0  # load and write tasks: see the module docstring
 TASK_RESOURCE = "tng_task"
 
 
-def init_ray(address: str | None) -> bool:
-    """Start a local Ray, or join a cluster (address or RAY_ADDRESS). Returns True on a cluster."""
-    import ray
+class _DropMessages(logging.Filter):
+    """Drops the log records whose message contains one of `fragments`."""
+
+    def __init__(self, *fragments: str):
+        super().__init__()
+        self.fragments = fragments
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(f in record.getMessage() for f in self.fragments)
+
+
+# Ray Data checks for a free CPU each time a Dataset executes, and one step of a run often starts
+# while the last one's tasks still hold theirs. Nothing hangs (see the module docstring: what could,
+# takes no CPU), so the "does not have any available CPUs ... will hang" line is a false alarm here.
+_NO_FREE_CPU_ALARM = _DropMessages("does not have any available CPUs")
+
+
+def quiet_ray() -> None:
+    """What a normal run prints is progress and its summary: Ray's lines that say nothing a user can
+    act on are not shown. (Ray core's one line about actor arguments: jobs/stderr_filter.py.)"""
+    importlib.import_module("ray.data")  # it configures its loggers when first imported: ours come after
 
     # Ray Data warns whenever a stage gets fewer blocks than its pool size: true of every small run,
     # and read by newcomers as a failure. Nothing to act on, so not shown.
     warnings.filterwarnings("ignore", message=r"The (minimum|maximum) number of concurrent", category=UserWarning)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # no "execution finished" lines
+    # Off a terminal, progress bars are off on purpose (init_ray): Ray Data's warning that says so is not shown.
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+    dataset_log = logging.getLogger("ray.data.dataset")
+    if _NO_FREE_CPU_ALARM not in dataset_log.filters:
+        dataset_log.addFilter(_NO_FREE_CPU_ALARM)
+
+
+def init_ray(address: str | None) -> bool:
+    """Start a local Ray, or join a cluster (address or RAY_ADDRESS). Returns True on a cluster."""
+    import ray
+
+    quiet_ray()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     cluster = bool(address or os.environ.get("RAY_ADDRESS"))
     if ray.is_initialized():
         return cluster
+    # logging_level: Ray's INFO lines ("Started a local Ray instance.") are for Ray's own users.
     if cluster:
-        ray.init(address=address or os.environ["RAY_ADDRESS"], log_to_driver=False)
+        ray.init(address=address or os.environ["RAY_ADDRESS"], log_to_driver=False, logging_level=logging.WARNING)
     else:
-        ray.init(include_dashboard=False, log_to_driver=False,
+        ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
                  _system_config={"prestart_worker_first_driver": False, "enable_metrics_collection": False})
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = sys.stderr.isatty()
     ctx.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
     return cluster
 
 

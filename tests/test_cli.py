@@ -1,8 +1,12 @@
-"""`tng encode` / `tng decode` as users run them: real processes, real files, exit codes, messages."""
+"""`tng encode` / `tng decode` as users run them: real processes, real files, exit codes, messages; and
+the README's first command, which must print nothing that looks like a failure."""
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,3 +96,25 @@ def test_alpha_to_jpeg_is_refused_not_dropped(tmp_path):
 def test_models_lists_the_shipped_model():
     r = tng("models")
     assert r.returncode == 0 and r.stdout.startswith("1\t")
+
+
+# error- or warning-level lines of any kind: Python's warnings and logging, Ray core's "[... E ...]"
+LOOKS_BROKEN = re.compile(r"\berror\b|warn|traceback|exception|^\[[^\]]* [EWF] \d+ \d+\]", re.IGNORECASE | re.MULTILINE)
+
+
+def test_the_readme_first_run_prints_progress_and_summary_only(tmp_path):
+    """`tng compress samples ...` then `tng decompress ...` as the README has them: the installed
+    command, a real local Ray, stdout and stderr read whole."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    command = Path(sys.executable).with_name("tng")
+    runs = [[command, "compress", "samples", tmp_path / "archive"],
+            [command, "decompress", tmp_path / "archive", tmp_path / "restored"]]
+    out = []
+    for argv in runs:
+        r = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr
+        assert not LOOKS_BROKEN.findall(r.stdout + r.stderr), r.stdout + r.stderr
+        out.append(r.stdout)
+    assert "3 files, 3 processed" in out[0] and "3 ok" in out[0] and ", 0 errors" in out[0]
+    assert "decompressed 3 of 3 images" in out[1]
+    assert sorted(p.name for p in (tmp_path / "restored").iterdir()) == sorted(p.name for p in SAMPLES.iterdir())
