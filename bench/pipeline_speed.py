@@ -67,17 +67,16 @@ def child_loop(images: Path, threads: int, quality: float, udfs: bool) -> dict:
 def child_pipeline(images: Path, dst: Path, workers: int, quality: float, batch_size: int) -> dict:
     import pyarrow.compute as pc
 
-    from jobs.compress import add_arguments, compress
+    from jobs.cli import parser
+    from jobs.compress import compress
     from pipeline.archive import open_fs, read_rows
     from pipeline.run import init_ray
 
     t0 = time.perf_counter()
     init_ray(None)
     t1 = time.perf_counter()
-    p = argparse.ArgumentParser()
-    add_arguments(p)
-    summary = compress(p.parse_args([str(images), str(dst), "--workers", str(workers), "--quality", str(quality),
-                                     "--batch-size", str(batch_size)]))
+    summary = compress(parser().parse_args(["compress", str(images), str(dst), "--workers", str(workers),
+                                            "--quality", str(quality), "--batch-size", str(batch_size)]))
     t2 = time.perf_counter()
     rows = read_rows(*open_fs(str(dst)), ["key", "run_id", "encoded_at", "width", "height", "status"])
     rows = rows.filter(pc.equal(rows["run_id"], summary["run_id"])).sort_by("encoded_at").to_pylist()

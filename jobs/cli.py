@@ -2,7 +2,7 @@
 
     tng encode IN OUT.tng [--quality Q | --target-psnr DB | --target-bpp B]
     tng decode IN.tng OUT.png
-    tng compress SRC DST [--incremental] [--workers N] ...   (Ray Data; see jobs/compress.py)
+    tng compress SRC DST [--incremental] [--workers N] ...   (Ray Data; see pipeline/compress_graph.py)
     tng decompress ARCHIVE OUT [--keys K ...] [--sample F]
     tng audit ARCHIVE [--source SRC] [--sample F]
     tng compact ARCHIVE [--keep-history]
@@ -11,7 +11,8 @@
     tng export CHECKPOINT OUT.safetensors --model-id N --name NAME
 
 Every failure a user can cause (bad input, missing file, corrupt stream) ends as one line on stderr
-and exit status 1; never a traceback.
+and exit status 1; never a traceback. Library code raises (the codec TNGError, a run RunError from
+jobs/common.py, OSError); main() here alone turns that into the message and the exit status.
 """
 from __future__ import annotations
 
@@ -21,12 +22,14 @@ from pathlib import Path
 
 
 def _read(path: str) -> bytes:
+    from jobs.common import RunError
+
     try:
         return Path(path).read_bytes()
     except IsADirectoryError:
-        raise SystemExit(f"tng: error: {path} is a directory") from None
+        raise RunError(f"{path} is a directory") from None
     except OSError as e:
-        raise SystemExit(f"tng: error: cannot read {path}: {e.strerror}") from None
+        raise RunError(f"cannot read {path}: {e.strerror}") from None
 
 
 def cmd_encode(a: argparse.Namespace) -> None:
@@ -66,39 +69,33 @@ def cmd_models(a: argparse.Namespace) -> None:
 
 def cmd_train(a: argparse.Namespace) -> None:
     """In this process, or on Ray Train workers (jobs/train_ray.py) with --workers N > 1 or --address."""
-    from jobs.train import TrainError, fit
+    from jobs.common import RunError
+    from jobs.train import fit
 
     if not (a.steps or a.minutes):
-        raise SystemExit("tng: error: give --steps or --minutes")
+        raise RunError("give --steps or --minutes")
     if a.workers < 1:
-        raise SystemExit("tng: error: --workers must be at least 1")
-    try:
-        if a.workers > 1 or a.address:
-            from jobs.train_ray import train_ray
+        raise RunError("--workers must be at least 1")
+    if a.workers > 1 or a.address:
+        from jobs.train_ray import train_ray
 
-            train_ray(a)
-        else:
-            fit(a)
-    except TrainError as e:
-        raise SystemExit(f"tng: error: {e}") from None
+        train_ray(a)
+    else:
+        fit(a)
 
 
 def cmd_export(a: argparse.Namespace) -> None:
     import torch
 
     from codec.registry import available_models, export_weights
+    from jobs.common import RunError
 
     if a.model_id in available_models():
-        raise SystemExit(f"tng: error: model id {a.model_id} exists already; ids are never reused")
+        raise RunError(f"model id {a.model_id} exists already; ids are never reused")
     ck = torch.load(a.checkpoint, map_location="cpu", weights_only=True)
     export_weights(ck["model"], ck["n"], ck["m"], a.model_id, a.output, a.name,
                    {"steps": str(ck["step"]), "train_minutes": f"{ck['elapsed'] / 60:.1f}"})
     print(f"{a.checkpoint} -> {a.output}: model id {a.model_id} ({a.name}), step {ck['step']}")
-
-
-def _exit(code: int) -> None:
-    if code:
-        raise SystemExit(code)
 
 
 def _quality(s: str) -> float:
@@ -112,11 +109,13 @@ def parser() -> argparse.ArgumentParser:
     from codec.images import DEFAULT_MAX_PIXELS
     from codec.registry import DEFAULT_MODEL_ID
     from jobs import compact, compress, decompress, report, train
+    from jobs.common import ray_parent, refine_parent, storage_options_parent
 
+    storage, on_ray, refine = storage_options_parent(), ray_parent(), refine_parent()
     p = argparse.ArgumentParser(prog="tng", description="TNG learned image compression")
     sub = p.add_subparsers(dest="command", required=True)
 
-    e = sub.add_parser("encode", help="compress an image to a .tng file")
+    e = sub.add_parser("encode", help="compress an image to a .tng file", parents=[refine])
     e.add_argument("input")
     e.add_argument("output")
     g = e.add_mutually_exclusive_group()
@@ -124,7 +123,6 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--target-psnr", type=float, help="lowest quality whose PSNR reaches this many dB")
     g.add_argument("--target-bpp", type=float, help="highest quality whose size stays within this many bits per pixel")
     e.add_argument("--model", type=int, default=DEFAULT_MODEL_ID, help="model id (see `tng models`)")
-    compress.add_refine_argument(e)
     e.add_argument("--tile", type=int, default=1024, help="tile side in pixels (multiple of 64); bounds memory")
     e.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
     e.set_defaults(func=cmd_encode)
@@ -135,23 +133,24 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
     d.set_defaults(func=cmd_decode)
 
-    # The Ray jobs: (name, help, its options, its entry point); a RunError is one line and exit 1.
-    for name, text, add, fn in [
-        ("compress", "compress a folder or bucket of images into Parquet shards (Ray Data)", compress.add_arguments,
-         compress.main),
-        ("decompress", "decode archive rows back to image files (Ray Data)", decompress.add_decompress_arguments,
-         decompress.decompress),
-        ("audit", "decode archive rows and verify them; exit 1 on any mismatch", decompress.add_audit_arguments,
-         decompress.audit),
-        ("report", "rate–distortion report of an archive: report.html, report.md, summary.json",
+    # The jobs on an archive: (name, help, the shared options they take, their own, their entry point,
+    # which returns the exit status).
+    for name, text, parents, add, fn in [
+        ("compress", "compress a folder or bucket of images into Parquet shards (Ray Data)", [on_ray, refine, storage],
+         compress.add_arguments, compress.main),
+        ("decompress", "decode archive rows back to image files (Ray Data)", [on_ray, storage],
+         decompress.add_decompress_arguments, decompress.decompress),
+        ("audit", "decode archive rows and verify them; exit 1 on any mismatch", [on_ray, storage],
+         decompress.add_audit_arguments, decompress.audit),
+        ("report", "rate–distortion report of an archive: report.html, report.md, summary.json", [on_ray, refine, storage],
          report.add_report_arguments, report.report),
-        ("info", "an archive's headline figures", report.add_info_arguments, report.info),
-        ("compact", "rewrite an archive's shards as few, keeping each key's current row", compact.add_arguments,
-         compact.main),
+        ("info", "an archive's headline figures", [storage], report.add_info_arguments, report.info),
+        ("compact", "rewrite an archive's shards as few, keeping each key's current row", [storage],
+         compact.add_arguments, compact.main),
     ]:
-        job = sub.add_parser(name, help=text)
+        job = sub.add_parser(name, help=text, parents=parents)
         add(job)
-        job.set_defaults(func=lambda a, fn=fn: _exit(compress.run_job(fn, a)))
+        job.set_defaults(func=fn)
 
     m = sub.add_parser("models", help="list the model ids this installation can decode")
     m.set_defaults(func=cmd_models)
@@ -169,28 +168,21 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; its exit status. Each failure a user can cause is one line on stderr, status 1."""
     args = parser().parse_args(argv)
     from codec.errors import TNGError
+    from jobs.common import RunError
     from jobs.stderr_filter import filtered_stderr
 
     try:
         with filtered_stderr():  # one known-harmless line of Ray's core is not shown (see there)
-            args.func(args)
-    except TNGError as e:
+            return args.func(args) or 0
+    except (TNGError, RunError, OSError) as e:
         print(f"tng: error: {e}", file=sys.stderr)
         return 1
-    except SystemExit as e:
-        if isinstance(e.code, str):
-            print(e.code, file=sys.stderr)
-            return 1
-        return e.code or 0
     except KeyboardInterrupt:
         print("tng: interrupted", file=sys.stderr)
         return 130
-    except OSError as e:
-        print(f"tng: error: {e}", file=sys.stderr)
-        return 1
-    return 0
 
 
 if __name__ == "__main__":

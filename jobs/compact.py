@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.compress import RunError, parse_storage_options
+from jobs.common import RunError, parse_storage_options
 
 
 def run_compaction(archive: str, opts: dict, keep_history: bool = False, rows_per_shard: int = 1000) -> dict:
@@ -41,4 +41,3 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-history", action="store_true",
                    help="keep every row (superseded ones too); only the shards are merged")
     p.add_argument("--rows-per-shard", type=int, default=1000, help="upper bound of rows in one new shard")
-    p.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE")

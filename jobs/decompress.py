@@ -1,4 +1,5 @@
-"""`tng decompress ARCHIVE OUT` and `tng audit ARCHIVE`: decode archive rows on the actor pool.
+"""`tng decompress ARCHIVE OUT` and `tng audit ARCHIVE`: decode archive rows on the actor pool
+(pipeline/decode_graph.py) and write or check what comes back.
 
 decompress writes each current `ok` row to OUT/<key> (TNG rows as PNG: OUT/<key>.png with the
 original suffix replaced; JPEGs recompressed with JPEG XL and rows kept as source: the original file,
@@ -14,59 +15,13 @@ and writes a JSON report and exits 1 on any mismatch or undecodable row.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
 
 from codec.errors import TNGError
-from jobs.compress import RunError, parse_storage_options
-
-DECODE_COLUMNS = ["key", "codec", "bitstream", "decoded_sha256", "source_sha256", "psnr"]
-
-
-def selected_rows(archive: str, opts: dict, keys: list[str] | None, sample: float | None):
-    """Current ok rows (a pyarrow Table), optionally only `keys`, or a reproducible `sample` fraction."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from pipeline.archive import current_rows, open_fs, read_rows
-
-    try:
-        fs, root = open_fs(archive, opts)
-        rows = read_rows(fs, root, DECODE_COLUMNS + ["status", "encoded_at"])
-    except Exception as e:
-        raise RunError(f"cannot read archive {archive}: {type(e).__name__}: {e}") from None
-    rows = current_rows(rows)
-    rows = rows.filter(pc.equal(rows["status"], "ok"))
-    if keys:
-        missing = set(keys) - set(rows["key"].to_pylist())
-        if missing:
-            raise RunError(f"not in the archive (or not ok): {', '.join(sorted(missing)[:5])}")
-        rows = rows.filter(pc.is_in(rows["key"], pa.array(keys)))
-    if sample is not None:
-        if not 0 < sample <= 1:
-            raise RunError(f"--sample must be in (0, 1], got {sample}")
-        pick = [int(hashlib.sha256(k.encode()).hexdigest()[:8], 16) < sample * 2**32 for k in rows["key"].to_pylist()]
-        rows = rows.filter(pa.array(pick))
-    return rows
-
-
-def decode_rows(rows, address: str | None, workers: int, source: str | None, opts: dict) -> list[dict]:
-    import ray
-
-    from pipeline.run import LOCAL_ACTOR_CPUS, init_ray, threads_per_worker
-    from pipeline.stages import DecodeActor
-
-    if rows.num_rows == 0:
-        return []
-    init_ray(address)
-    ds = ray.data.from_arrow(rows.select(["key", "codec", "bitstream", "decoded_sha256", "source_sha256"]))
-    ds = ds.map_batches(DecodeActor, batch_size=4, batch_format="numpy",
-                        fn_constructor_kwargs={"threads": threads_per_worker(workers), "source_root": source,
-                                               "storage_options": opts},
-                        compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=LOCAL_ACTOR_CPUS)
-    return list(ds.iter_rows())
+from jobs.common import RunError, parse_storage_options
+from pipeline.decode_graph import decode_rows, selected_rows
 
 
 def safe_target(out: Path, key: str, suffix: str) -> Path:
@@ -155,7 +110,6 @@ def add_decompress_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("out")
     p.add_argument("--keys", nargs="+", help="only these keys")
     p.add_argument("--sample", type=float, help="a reproducible fraction of the keys (0-1]")
-    _common(p)
 
 
 def add_audit_arguments(p: argparse.ArgumentParser) -> None:
@@ -163,10 +117,3 @@ def add_audit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", help="the original SRC: recompute PSNR against it")
     p.add_argument("--sample", type=float, help="a reproducible fraction of the keys (0-1]")
     p.add_argument("--report", help="write the JSON report here")
-    _common(p)
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")

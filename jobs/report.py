@@ -36,7 +36,7 @@ import numpy as np
 from codec.images import DEFAULT_MAX_PIXELS
 from codec.jpeg_transcode import CODEC as JPEG_XL
 from codec.registry import DEFAULT_MODEL_ID
-from jobs.compress import RunError, add_refine_argument, parse_storage_options
+from jobs.common import RunError, parse_storage_options
 
 META = ["key", "source_uri", "source_bytes", "source_sha256", "source_format", "width", "height", "mode", "codec", "note",
         "bitstream_bytes", "bpp", "psnr", "ms_ssim", "quality", "model_id", "status", "error", "run_id", "encoded_at"]
@@ -471,17 +471,10 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
                                                     "(default: whole dB values across TNG's measured range)")
     p.add_argument("--worst", type=int, default=6, help="how many of the worst images by PSNR to show")
     p.add_argument("--model", type=int, default=DEFAULT_MODEL_ID, help="TNG model id in the RD study")
-    add_refine_argument(p)  # the RD study codes as `tng compress --refine` would
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
-    _common(p)
+    # and from jobs/common.py's parents (jobs/cli.py): --refine (the RD study codes as `tng compress
+    # --refine` would), --workers (codec actors of the RD study), --address, --storage-option
 
 
 def add_info_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("archive", help="folder or fsspec URL of an archive made by `tng compress`")
-    p.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE")
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=int, default=2, help="codec actors in the RD study")
-    p.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")

@@ -33,13 +33,7 @@ import torch
 from codec.images import IMAGE_EXTENSIONS
 from codec.loss import rd_loss
 from codec.model import LAMBDAS, LEVELS, STRIDE, TNGModel, lambda_at, remap_levels
-
-
-class TrainError(Exception):
-    """The training run cannot proceed (no readable images, bad worker settings, diverged replicas).
-
-    str(error) is the one-line reason; jobs/cli.py turns it into a message and exit status 1.
-    """
+from jobs.common import RunError  # a training run that cannot proceed raises it, as every job does
 
 
 def load_images(root: str, max_side: int = 2048, limit: int = 0) -> list[np.ndarray]:
@@ -55,7 +49,7 @@ def load_images(root: str, max_side: int = 2048, limit: int = 0) -> list[np.ndar
     try:
         paths = sorted(p for p in fs.find(path) if os.path.splitext(p)[1].lower() in IMAGE_EXTENSIONS)
     except OSError as e:
-        raise TrainError(f"cannot list {root}: {e}") from None
+        raise RunError(f"cannot list {root}: {e}") from None
     images = []
     for p in paths[: limit or None]:
         try:
@@ -69,7 +63,7 @@ def load_images(root: str, max_side: int = 2048, limit: int = 0) -> list[np.ndar
             rgb = np.asarray(im)
         images.append(rgb)
     if not images:
-        raise TrainError(f"no readable images under {root}")
+        raise RunError(f"no readable images under {root}")
     return images
 
 

@@ -22,7 +22,8 @@ import ray.train
 import ray.train.torch
 import torch
 
-from jobs.train import Replicas, TrainError, fit
+from jobs.common import RunError
+from jobs.train import Replicas, fit
 
 
 class DDPReplicas(Replicas):
@@ -101,23 +102,23 @@ def _init_ray(address: str | None, workers: int) -> bool:
 def train_ray(args: argparse.Namespace) -> dict:
     """Run `fit` on args.workers Ray Train workers; returns rank 0's result (step, elapsed, digests).
 
-    Raises TrainError when the run cannot start, a worker fails, or the replicas end up different.
+    Raises RunError when the run cannot start, a worker fails, or the replicas end up different.
     """
     if args.gpus_per_worker < 0:
-        raise TrainError("--gpus-per-worker must be at least 0")
+        raise RunError("--gpus-per-worker must be at least 0")
     started = _init_ray(args.address, args.workers)
     try:
         if started and not (args.address or os.environ.get("RAY_ADDRESS")):
             _check_local_gpus(args.workers, args.gpus_per_worker)
         result = _trainer(args).fit().return_value
     except ray.train.TrainingFailedError as e:
-        raise TrainError(_failure_reason(e)) from None
+        raise RunError(_failure_reason(e)) from None
     finally:
         if started:
             ray.shutdown()
     digests = result["digests"]
     if len(set(digests)) != 1:
-        raise TrainError(f"the workers' weights diverged (digests {', '.join(d[:12] for d in digests)})")
+        raise RunError(f"the workers' weights diverged (digests {', '.join(d[:12] for d in digests)})")
     print(f"{args.workers} worker{'s' * (args.workers > 1)} finished at step {result['step']} "
           f"with identical weights (sha256 {digests[0][:12]})")
     return result
@@ -137,7 +138,7 @@ def _check_local_gpus(workers: int, gpus_per_worker: float) -> None:
     """A local Ray never grows: Ray Train would wait for missing GPUs forever."""
     gpus = ray.cluster_resources().get("GPU", 0)
     if gpus < workers * gpus_per_worker:
-        raise TrainError(f"{workers}×{gpus_per_worker:g} GPUs asked for; this machine has {gpus:g}")
+        raise RunError(f"{workers}×{gpus_per_worker:g} GPUs asked for; this machine has {gpus:g}")
 
 
 def _trainer(args: argparse.Namespace) -> ray.train.torch.TorchTrainer:
@@ -155,10 +156,10 @@ def _trainer(args: argparse.Namespace) -> ray.train.torch.TorchTrainer:
 
 
 def _failure_reason(e: ray.train.TrainingFailedError) -> str:
-    """One line for a failed run: a worker's own TrainError (e.g. no readable images) as it is,
+    """One line for a failed run: a worker's own RunError (e.g. no readable images) as it is,
     anything else as the last line of the first failure."""
     failures = list((getattr(e, "worker_failures", None) or {}).values())
-    own = next((f for f in failures if isinstance(f, TrainError)), None)
+    own = next((f for f in failures if isinstance(f, RunError)), None)
     if own is not None:
         return str(own)
     return "training failed: " + str(failures[0] if failures else e).strip().splitlines()[-1]

@@ -1,10 +1,14 @@
-"""The archive pipeline on Ray Data: a thin layer over `codec`.
+"""The archive pipeline on Ray Data: a thin layer over `codec`. Every Ray Dataset graph is built here;
+`jobs/` parses arguments, calls these and prints the outcome.
 
-- archive.py: the on-disk layout (Parquet shards + run manifests), atomic writes, the reading rule
+- compress_graph.py: a compress run, listing to shards and manifest (`tng compress`)
+- decode_graph.py: archive rows decoded on the actor pool (`tng decompress`, `tng audit`)
+- sweep.py: the RD sweep of `tng report --source`
+- listing.py, inventory.py, pending.py: SRC's keys (listed by tasks, or from a manifest), less what
+  the archive holds
 - stages.py: the per-batch UDFs (load tasks, compress and decode actors); per-image errors become rows
 - sink.py: the Ray Datasink that writes shards
-- run.py: Ray start-up and resource sizing
+- archive.py: the on-disk layout (Parquet shards + run manifests), atomic writes, the reading rule
 - compaction.py: `tng compact`, few shards instead of many, current rows only
-
-The jobs that assemble them are in `jobs/` (compress.py, decompress.py).
+- run.py: Ray start-up, the one sizing rule of the actor pools, RunError
 """

@@ -1,4 +1,6 @@
-"""Ray setup shared by the jobs: one local Ray by default, an existing cluster with --address.
+"""Ray setup shared by the jobs: one local Ray by default, an existing cluster with --address; the
+one rule that sizes every actor pool (`actor_pool`); and RunError, what a run raises when it cannot
+proceed at all (as opposed to one image failing, which is an `error` row).
 
 Actors hold their CPUs for the whole run, so tasks that need a CPU can starve behind them: a silent
 hang, measured on 2 cores with num_cpus=1 actors, and on a cluster whenever the actors' whole CPUs
@@ -14,12 +16,19 @@ import logging
 import os
 import sys
 import warnings
+from dataclasses import dataclass
 
 LOCAL_ACTOR_CPUS = 0.5
 TASK_CPUS = 0  # load and write tasks: see the module docstring
 # On a cluster whose workers offer this custom resource (infra/: one per CPU, none on the head), load
 # and write tasks take one each: they then run on the workers only, never on a head kept to the driver.
 TASK_RESOURCE = "tng_task"
+
+
+class RunError(Exception):
+    """The run itself cannot proceed (as opposed to one image failing): SRC unreadable, DST unwritable,
+    bad settings, a Ray failure. str(error) is the one-line reason; jobs/cli.py alone turns it into a
+    message and exit status 1."""
 
 
 class _DropMessages(logging.Filter):
@@ -75,6 +84,39 @@ def init_ray(address: str | None) -> bool:
     ctx.enable_progress_bars = sys.stderr.isatty()
     ctx.print_on_execution_start = False
     return cluster
+
+
+@dataclass(frozen=True)
+class ActorPool:
+    """How one stage's codec actors are sized: `size` actors of `threads` torch threads, each reserving
+    `num_cpus` CPUs and `num_gpus` GPUs from Ray."""
+    size: int
+    threads: int
+    num_cpus: float
+    num_gpus: float | None
+
+    def map_args(self) -> dict:
+        """The keyword arguments of `Dataset.map_batches` / `Dataset.map` that place the actors."""
+        import ray
+
+        return {"compute": ray.data.ActorPoolStrategy(size=self.size), "num_cpus": self.num_cpus,
+                "num_gpus": self.num_gpus}
+
+
+def actor_pool(workers: int, on_cluster: bool, gpus_per_worker: float = 0, inputs: int | None = None) -> ActorPool:
+    """The one sizing rule of the codec actors (compress, decompress/audit, the RD sweep).
+
+    `workers` actors (no more than `inputs` when the inputs are fewer), each with the CPUs shared out
+    as torch threads (threads_per_worker). What each reserves: on a GPU, its share of the GPU and no
+    CPU; on a cluster, its threads as whole CPUs, so that the actors spread over the nodes; locally,
+    LOCAL_ACTOR_CPUS, leaving room for the tasks that feed them (see the module docstring)."""
+    threads = threads_per_worker(workers)
+    if gpus_per_worker:
+        cpus = 0.0
+    else:
+        cpus = threads if on_cluster else LOCAL_ACTOR_CPUS
+    size = max(1, min(workers, inputs) if inputs is not None else workers)
+    return ActorPool(size=size, threads=threads, num_cpus=cpus, num_gpus=gpus_per_worker or None)
 
 
 def threads_per_worker(workers: int) -> int:

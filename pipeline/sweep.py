@@ -45,18 +45,16 @@ def sweep_sources(items: list[dict], *, model_id: int, baselines: tuple[str, ...
     """Run SweepActor over items ({key, uri}); results in the order of items, points decoded."""
     import ray
 
-    from pipeline.run import LOCAL_ACTOR_CPUS, init_ray, threads_per_worker
+    from pipeline.run import actor_pool, init_ray
 
     if not items:
         return []
-    on_cluster = init_ray(address)
-    threads = threads_per_worker(workers)
+    pool = actor_pool(workers, init_ray(address), inputs=len(items))
     ds = ray.data.from_items(items, override_num_blocks=len(items)).map(
-        SweepActor, fn_constructor_kwargs={"model_id": model_id, "threads": threads, "baselines": baselines,
+        SweepActor, fn_constructor_kwargs={"model_id": model_id, "threads": pool.threads, "baselines": baselines,
                                            "storage_options": storage_options, "max_pixels": max_pixels,
                                            "refine": refine},
-        compute=ray.data.ActorPoolStrategy(size=min(workers, len(items))),
-        num_cpus=threads if on_cluster else LOCAL_ACTOR_CPUS)
+        **pool.map_args())
     by_key = {r["key"]: r for r in ds.iter_rows()}
     results = []
     for it in items:

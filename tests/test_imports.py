@@ -99,13 +99,7 @@ def test_walker_sees_lazy_imports_and_cycles():
     assert "jobs.train" in _imported("jobs.cli", modules["jobs.cli"], modules)
 
 
-# Cycles that exist and are on their way out: jobs/compact.py takes RunError and the storage options
-# from jobs/compress.py, which runs a compaction after a compress; the common job module of issue 19
-# (item 3) removes it. Remove the entry then; no new ones.
-KNOWN_CYCLES = [["jobs.compact", "jobs.compress"]]
-
-
 def test_no_import_cycles():
     modules = _modules()
     graph = {name: _imported(name, path, modules) for name, path in modules.items()}
-    assert [c for c in _cycles(graph) if c not in KNOWN_CYCLES] == []
+    assert _cycles(graph) == []

@@ -160,17 +160,16 @@ def pods(group: Doc, autoscaling: bool) -> int:
 
 def compress_args(entrypoint: str) -> argparse.Namespace:
     """The `tng compress` arguments inside an entrypoint, parsed by the command's own parser."""
-    from jobs.compress import add_arguments
+    from jobs.cli import parser
 
     words = shlex.split(entrypoint)
     at = next(i for i in range(len(words) - 1) if words[i:i + 2] == ["tng", "compress"])
-    p = argparse.ArgumentParser(prog="tng compress")
-    add_arguments(p)
-    return p.parse_args(words[at + 2:])
+    return parser().parse_args(words[at + 1:])
 
 
-def threads_per_worker(cluster_cpus: float, workers: int) -> int:
-    """pipeline/run.py's threads_per_worker for a cluster of that many CPUs (its real code)."""
+def actor_cpus(cluster_cpus: float, workers: int) -> float:
+    """The CPUs each codec actor reserves on a cluster of that many CPUs: pipeline/run.py's actor_pool,
+    the sizing rule of every job (its real code)."""
     import ray
 
     from pipeline import run
@@ -178,7 +177,7 @@ def threads_per_worker(cluster_cpus: float, workers: int) -> int:
     real = ray.cluster_resources
     ray.cluster_resources = lambda: {"CPU": cluster_cpus}
     try:
-        return run.threads_per_worker(workers)
+        return run.actor_pool(workers, on_cluster=True).num_cpus
     finally:
         ray.cluster_resources = real
 
@@ -218,7 +217,7 @@ def sizing_problems(rayjob: Doc) -> list[str]:
                     f"({a.workers} actors); the worker groups have {have:g} GPUs, room for {fit} actors"]
         return []
     cpus = pod_cpus(cluster["headGroupSpec"]) + sum(n * pod_cpus(g) for g, n in workers)
-    threads = threads_per_worker(cpus, a.workers)  # CPUs each actor reserves on a cluster
+    threads = actor_cpus(cpus, a.workers)  # CPUs each actor reserves on a cluster
     fit = sum(n * math.floor(pod_cpus(g) / threads) for g, n in workers)
     if fit < a.workers:
         return [f"--workers {a.workers} actors of {threads} CPUs each ({cpus:g} CPUs // {a.workers}): "

@@ -182,7 +182,7 @@ def test_decompress_and_audit(ray_local, src, tmp_path, capsys):
 
 
 def test_decompress_refuses_keys_outside_out(tmp_path):
-    from jobs.compress import RunError
+    from jobs.common import RunError
     from jobs.decompress import safe_target
 
     for key in ["../evil.png", "/etc/passwd", "a/../../b.png", "a//b.png", ""]:

@@ -49,12 +49,10 @@ def cluster(request):
 def compress_args(src, dst, address: str) -> argparse.Namespace:
     """2 workers of 2 threads on 2 + 2 CPUs: one codec actor fills each node (the layout whose load
     tasks never ran while they still asked for CPU)."""
-    from jobs.compress import add_arguments
+    from jobs.cli import parser
 
-    p = argparse.ArgumentParser()
-    add_arguments(p)
-    return p.parse_args([str(src), str(dst), "--address", address, "--workers", "2", "--batch-size", "1",
-                         "--rows-per-shard", "1"])
+    return parser().parse_args(["compress", str(src), str(dst), "--address", address, "--workers", "2",
+                                "--batch-size", "1", "--rows-per-shard", "1"])
 
 
 def _actor_nodes() -> set[str]:

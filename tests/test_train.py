@@ -147,16 +147,16 @@ def test_two_ray_workers_keep_identical_weights_and_resume_both_ways(tmp_path, c
 
 
 def test_a_workers_train_error_reaches_the_user_as_its_own_line(tmp_path, capsys):
-    """Library code raises TrainError; the CLI alone makes it one line and exit 1, also when it comes
+    """Library code raises RunError; the CLI alone makes it one line and exit 1, also when it comes
     back from a Ray Train worker."""
     from ray.train import WorkerGroupError
 
-    from jobs.train import TrainError
+    from jobs.common import RunError
     from jobs.train_ray import _failure_reason
 
     assert main(["train", str(tmp_path / "none"), str(tmp_path / "out"), "--steps", "1"]) == 1
     assert capsys.readouterr().err == f"tng: error: no readable images under {tmp_path / 'none'}\n"
-    failed = WorkerGroupError("", {1: ValueError("bad"), 0: TrainError("no readable images under s3://x")})
+    failed = WorkerGroupError("", {1: ValueError("bad"), 0: RunError("no readable images under s3://x")})
     assert _failure_reason(failed) == "no readable images under s3://x"
     assert _failure_reason(WorkerGroupError("", {0: RuntimeError("boom")})) == "training failed: boom"
 

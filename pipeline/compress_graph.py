@@ -1,0 +1,203 @@
+"""A compress run on Ray Data: every file under SRC becomes one archive row in Parquet shards under DST.
+
+    list SRC (tasks, or read a --listing manifest; listing.py / inventory.py) ─▶ with incremental, less
+      what the archive holds (a distributed anti-join; pending.py) ─▶ load_batch (tasks: read, hash,
+      decode, validate; JPEGs recompressed losslessly or kept, per `jpeg`) ─▶ CompressActor pool
+      ─▶ ShardSink (atomic Parquet shards) ─▶ runs/{run_id}.json manifest; the run's figures returned
+
+    compress_run(src, dst, CompressSettings(...), storage_options, address) -> summary dict
+
+The keys pass through Ray's object store, never through the driver: its memory does not grow with
+SRC or with the archive. Raises RunError when the run itself cannot proceed (SRC unreadable, DST
+unwritable); per-image failures are `error` rows.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import posixpath
+import uuid
+from dataclasses import dataclass
+
+from codec.images import DEFAULT_MAX_PIXELS
+from codec.jpeg_transcode import CODEC as JPEG_XL, DEFAULT_JPEG_CHOICE
+from codec.registry import DEFAULT_MODEL_ID
+
+from .run import RunError
+
+# pyarrow, fsspec and Ray are imported where used: `tng encode` must not need the pipeline extra.
+
+
+@dataclass(frozen=True)
+class CompressSettings:
+    """What a run codes with and how it is spread (the manifest records these)."""
+    quality: float = 4.0
+    target_psnr: float | None = None
+    model_id: int = DEFAULT_MODEL_ID
+    refine: int = 0
+    jpeg: str = DEFAULT_JPEG_CHOICE
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    workers: int = 2
+    gpus_per_worker: float = 0
+    batch_size: int = 8
+    rows_per_shard: int = 1000
+    incremental: bool = False
+    listing: str | None = None  # a listing manifest to take SRC's keys from, instead of listing SRC
+    max_error_share: float = 1.0  # recorded only: the job decides what it means for the exit status
+
+
+def compress_run(src: str, dst: str, settings: CompressSettings, storage_options: dict,
+                 address: str | None = None) -> dict:
+    """Run the whole graph (module docstring); returns the run's figures, as written to its manifest."""
+    from pipeline.archive import RUNS, open_fs, remove_stale_temporaries, write_whole
+    from pipeline.run import init_ray
+
+    check_writable(dst, storage_options)
+    fs, root = open_fs(dst, storage_options)
+    removed = remove_stale_temporaries(fs, root)
+    run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
+    started = dt.datetime.now(dt.timezone.utc)
+    on_cluster = init_ray(address)
+    todo, n_todo, listed, archive_keys = pending_sources(src, dst, storage_options, settings)
+    written = encode_and_write(todo, dst, storage_options, settings, run_id, on_cluster) if n_todo else []
+    summary = summarise(fs, written, run_id, listed, started)
+    summary["archive_keys"] = summary["processed"] if archive_keys is None else archive_keys
+    summary["shards"] = written
+    summary["stale_temporaries_removed"] = removed
+    # What produced these rows: rows carry their quality and model id, the run alone knows the rest.
+    summary["settings"] = _manifest_settings(settings)
+    write_whole(fs, posixpath.join(root, RUNS, f"{run_id}.json"), json.dumps(summary, indent=1).encode())
+    return summary
+
+
+def _manifest_settings(s: CompressSettings) -> dict:
+    keys = ["quality", "target_psnr", "model_id", "refine", "jpeg", "max_pixels", "workers", "max_error_share",
+            "gpus_per_worker", "incremental", "listing"]
+    return {k: getattr(s, k) for k in keys}
+
+
+def check_writable(dst: str, storage_options: dict) -> None:
+    """Raises RunError unless a file can be written (and removed) under DST."""
+    from pipeline.archive import RUNS, open_fs
+
+    try:
+        fs, root = open_fs(dst, storage_options)
+        probe = posixpath.join(root, RUNS, f".probe-{uuid.uuid4().hex}")
+        fs.makedirs(posixpath.dirname(probe), exist_ok=True)
+        fs.pipe_file(probe, b"")
+        fs.rm(probe)
+    except Exception as e:
+        raise RunError(f"cannot write to {dst}: {type(e).__name__}: {e}") from None
+
+
+def pending_sources(src: str, dst: str, storage_options: dict, settings: CompressSettings):
+    """(Dataset of the rows to do: key, source_uri, source_version, archived_sha256; how many rows it has;
+    how many keys SRC lists; how many keys the archive will hold after the run, None when that is every
+    key done). Listing and archive stay in Ray's object store, never in the driver (pending.py).
+    All of it runs before the codec actors exist: its tasks take a CPU."""
+    from pipeline.listing import ListingError
+
+    try:
+        todo, listed, archive_keys = _todo(src, dst, storage_options, settings)
+    except ListingError as e:
+        raise RunError(str(e)) from None
+    except Exception as e:  # a listing task failed: Ray wraps its exception, twice
+        while (inner := getattr(e, "cause", None) or e.__cause__) is not None:
+            e = inner
+        first_line = str(e).splitlines()[0] if str(e) else ""
+        raise RunError(f"cannot list {settings.listing or src}: {type(e).__name__}: {first_line}") from None
+    n = todo.count()
+    # Up to 200 blocks: load tasks run side by side and shards are written while the run goes on.
+    return (todo.repartition(min(n, 200)).materialize() if n else todo), n, listed, archive_keys
+
+
+def _todo(src: str, dst: str, opts: dict, settings: CompressSettings):
+    """(the rows to do, materialized; keys listed; keys in the archive after the run, or None)."""
+    from pipeline.archive import open_fs, shard_paths
+    from pipeline.inventory import manifest_dataset
+    from pipeline.listing import listing_dataset
+    from pipeline.pending import resolve
+
+    listing = (manifest_dataset(settings.listing, src, opts) if settings.listing
+               else listing_dataset(src, opts)).materialize()
+    listed = listing.count()
+    if not settings.listing and not shard_paths(*open_fs(dst, opts)):
+        # a first run, listed by tasks: keys unique, nothing to compare with
+        return listing.map_batches(_as_todo, batch_format="pyarrow").materialize(), listed, None
+    resolved = resolve(listing, dst, opts, incremental=settings.incremental, listed=listed).materialize()
+    counts = resolved.sum(["listed", "in_archive"])
+    todo = resolved.map_batches(_todo_only, batch_format="pyarrow").materialize()
+    return todo, int(counts["sum(listed)"]), int(counts["sum(in_archive)"])
+
+
+def _as_todo(t):
+    import pyarrow as pa
+
+    return pa.table({"key": t["key"], "source_uri": t["source_uri"], "source_version": t["version"],
+                     "archived_sha256": pa.nulls(t.num_rows, pa.string())})
+
+
+def _todo_only(t):
+    return t.filter(t["todo"]).select(["key", "source_uri", "source_version", "archived_sha256"])
+
+
+def encode_and_write(todo, dst: str, storage_options: dict, settings: CompressSettings, run_id: str,
+                     on_cluster: bool) -> list[str]:
+    """load_batch tasks ─▶ CompressActor pool ─▶ ShardSink; returns the shards written."""
+    import ray
+
+    from pipeline.run import actor_pool, task_remote_args, task_slots
+    from pipeline.sink import ShardSink
+    from pipeline.stages import CompressActor, load_batch
+
+    s = settings
+    pool = actor_pool(s.workers, on_cluster, s.gpus_per_worker)
+    ds = todo.map_batches(load_batch, fn_kwargs={"storage_options": storage_options, "max_pixels": s.max_pixels,
+                                                 "jpeg": s.jpeg},
+                          batch_size=s.batch_size, batch_format="numpy",
+                          **task_remote_args(), compute=ray.data.TaskPoolStrategy(size=task_slots(s.workers)))
+    ds = ds.map_batches(
+        CompressActor, batch_size=s.batch_size, batch_format="numpy",
+        fn_constructor_kwargs={"quality": s.quality, "target_psnr": s.target_psnr, "model_id": s.model_id,
+                               "run_id": run_id, "threads": pool.threads,
+                               "device": "cuda" if s.gpus_per_worker else "cpu",
+                               "max_pixels": s.max_pixels, "refine": s.refine},
+        **pool.map_args())
+    sink = ShardSink(dst, storage_options, run_id, max_rows=s.rows_per_shard)
+    ds.write_datasink(sink, ray_remote_args=task_remote_args(), concurrency=task_slots(s.workers))
+    return sink.written
+
+
+def summarise(fs, shards: list[str], run_id: str, listed: int, started: dt.datetime) -> dict:
+    """The run's figures, recomputed from the shards it wrote, one shard at a time (flat memory)."""
+    from collections import Counter
+
+    import pyarrow.parquet as pq
+
+    from pipeline.archive import SCHEMA
+
+    n = Counter()
+    sums = Counter()
+    reasons: Counter = Counter()
+    fs.invalidate_cache()  # s3fs answers from its cached listings, which predate these shards
+    for path in shards:
+        t = pq.read_table(path, filesystem=fs, schema=SCHEMA, columns=[
+            "status", "error", "codec", "source_bytes", "bitstream_bytes", "bpp", "psnr"]).to_pandas()
+        ok = t[t["status"] == "ok"]
+        tng = ok[ok["codec"] == "tng"]
+        n.update(processed=len(t), ok=len(ok), tng=len(tng), errors=int((t["status"] == "error").sum()),
+                 jxl=int((ok["codec"] == JPEG_XL).sum()), source=int((ok["codec"] == "source").sum()))
+        sums.update(bytes_in=int(ok["source_bytes"].sum()), bytes_out=int(ok["bitstream_bytes"].sum()),
+                    bpp=float(tng["bpp"].sum()), psnr=float(tng["psnr"].sum()))
+        reasons.update(t.loc[t["status"] == "error", "error"].tolist())
+    bytes_in, bytes_out = sums["bytes_in"], sums["bytes_out"]
+    return {
+        "run_id": run_id, "started": started.isoformat(), "finished": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "listed": listed, "processed": n["processed"], "skipped_unchanged": listed - n["processed"],
+        "ok": n["ok"], "errors": n["errors"], "codec_tng": n["tng"], "codec_jpeg_jxl": n["jxl"],
+        "codec_source": n["source"], "bytes_in": bytes_in, "bytes_out": bytes_out,
+        "savings": (1 - bytes_out / bytes_in) if bytes_in else 0.0,
+        "mean_bpp": sums["bpp"] / n["tng"] if n["tng"] else None,
+        "mean_psnr": sums["psnr"] / n["tng"] if n["tng"] else None,
+        "errors_by_reason": dict(reasons.most_common(20)),
+    }
