@@ -106,14 +106,21 @@ def _quality(s: str) -> float:
 
 
 def parser() -> argparse.ArgumentParser:
-    from codec.images import DEFAULT_MAX_PIXELS
-    from codec.registry import DEFAULT_MODEL_ID
-    from jobs import compact, compress, decompress, report, train
     from jobs.common import ray_parent, refine_parent, storage_options_parent
 
-    storage, on_ray, refine = storage_options_parent(), ray_parent(), refine_parent()
     p = argparse.ArgumentParser(prog="tng", description="TNG learned image compression")
     sub = p.add_subparsers(dest="command", required=True)
+    refine = refine_parent()
+    _add_image_commands(sub, refine)
+    _add_archive_jobs(sub, storage=storage_options_parent(), on_ray=ray_parent(), refine=refine)
+    _add_model_commands(sub)
+    return p
+
+
+def _add_image_commands(sub, refine: argparse.ArgumentParser) -> None:
+    """encode and decode: one file, in this process."""
+    from codec.images import DEFAULT_MAX_PIXELS
+    from codec.registry import DEFAULT_MODEL_ID
 
     e = sub.add_parser("encode", help="compress an image to a .tng file", parents=[refine])
     e.add_argument("input")
@@ -133,8 +140,13 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
     d.set_defaults(func=cmd_decode)
 
-    # The jobs on an archive: (name, help, the shared options they take, their own, their entry point,
-    # which returns the exit status).
+
+def _add_archive_jobs(sub, *, storage: argparse.ArgumentParser, on_ray: argparse.ArgumentParser,
+                      refine: argparse.ArgumentParser) -> None:
+    """The jobs on an archive: (name, help, the shared options they take, their own, their entry point,
+    which returns the exit status)."""
+    from jobs import compact, compress, decompress, report
+
     for name, text, parents, add, fn in [
         ("compress", "compress a folder or bucket of images into Parquet shards (Ray Data)", [on_ray, refine, storage],
          compress.add_arguments, compress.main),
@@ -152,6 +164,11 @@ def parser() -> argparse.ArgumentParser:
         add(job)
         job.set_defaults(func=fn)
 
+
+def _add_model_commands(sub) -> None:
+    """models, train, export: the weights."""
+    from jobs import train
+
     m = sub.add_parser("models", help="list the model ids this installation can decode")
     m.set_defaults(func=cmd_models)
 
@@ -164,7 +181,6 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--model-id", type=int, required=True)
     x.add_argument("--name", required=True)
     x.set_defaults(func=cmd_export)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

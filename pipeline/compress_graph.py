@@ -18,12 +18,17 @@ import json
 import posixpath
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from codec.images import DEFAULT_MAX_PIXELS
 from codec.jpeg_transcode import CODEC as JPEG_XL, DEFAULT_JPEG_CHOICE
 from codec.registry import DEFAULT_MODEL_ID
 
 from .run import RunError
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
+    from ray.data import Dataset
 
 # pyarrow, fsspec and Ray are imported where used: `tng encode` must not need the pipeline extra.
 
@@ -90,7 +95,8 @@ def check_writable(dst: str, storage_options: dict) -> None:
         raise RunError(f"cannot write to {dst}: {type(e).__name__}: {e}") from None
 
 
-def pending_sources(src: str, dst: str, storage_options: dict, settings: CompressSettings):
+def pending_sources(src: str, dst: str, storage_options: dict,
+                    settings: CompressSettings) -> tuple[Dataset, int, int, int | None]:
     """(Dataset of the rows to do: key, source_uri, source_version, archived_sha256; how many rows it has;
     how many keys SRC lists; how many keys the archive will hold after the run, None when that is every
     key done). Listing and archive stay in Ray's object store, never in the driver (pending.py).
@@ -111,7 +117,7 @@ def pending_sources(src: str, dst: str, storage_options: dict, settings: Compres
     return (todo.repartition(min(n, 200)).materialize() if n else todo), n, listed, archive_keys
 
 
-def _todo(src: str, dst: str, opts: dict, settings: CompressSettings):
+def _todo(src: str, dst: str, opts: dict, settings: CompressSettings) -> tuple[Dataset, int, int | None]:
     """(the rows to do, materialized; keys listed; keys in the archive after the run, or None)."""
     from pipeline.archive import open_fs, shard_paths
     from pipeline.inventory import manifest_dataset
@@ -141,7 +147,7 @@ def _todo_only(t):
     return t.filter(t["todo"]).select(["key", "source_uri", "source_version", "archived_sha256"])
 
 
-def encode_and_write(todo, dst: str, storage_options: dict, settings: CompressSettings, run_id: str,
+def encode_and_write(todo: Dataset, dst: str, storage_options: dict, settings: CompressSettings, run_id: str,
                      on_cluster: bool) -> list[str]:
     """load_batch tasks ─▶ CompressActor pool ─▶ ShardSink; returns the shards written."""
     import ray
@@ -168,7 +174,7 @@ def encode_and_write(todo, dst: str, storage_options: dict, settings: CompressSe
     return sink.written
 
 
-def summarise(fs, shards: list[str], run_id: str, listed: int, started: dt.datetime) -> dict:
+def summarise(fs: AbstractFileSystem, shards: list[str], run_id: str, listed: int, started: dt.datetime) -> dict:
     """The run's figures, recomputed from the shards it wrote, one shard at a time (flat memory)."""
     from collections import Counter
 

@@ -10,13 +10,17 @@ Raises RunError when the archive cannot be read or the selection is impossible.
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 from .run import RunError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 DECODE_COLUMNS = ["key", "codec", "bitstream", "decoded_sha256", "source_sha256", "psnr"]
 
 
-def selected_rows(archive: str, opts: dict, keys: list[str] | None, sample: float | None):
+def selected_rows(archive: str, opts: dict, keys: list[str] | None, sample: float | None) -> pa.Table:
     """Current ok rows (a pyarrow Table), optionally only `keys`, or a reproducible `sample` fraction."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -43,7 +47,7 @@ def selected_rows(archive: str, opts: dict, keys: list[str] | None, sample: floa
     return rows
 
 
-def decode_rows(rows, address: str | None, workers: int, source: str | None, opts: dict) -> list[dict]:
+def decode_rows(rows: pa.Table, address: str | None, workers: int, source: str | None, opts: dict) -> list[dict]:
     """DecodeActor's output row for each of `rows` (stages.py), on `workers` actors."""
     import ray
 
