@@ -62,7 +62,7 @@ def rss_mb() -> float:
 def memory_child(what: str, megapixels: float, threads: int) -> None:
     import torch
 
-    from codec import Codec
+    from tng.codec import Codec
 
     torch.set_num_threads(threads)
     codec = Codec(device="cpu")
@@ -103,7 +103,7 @@ def main() -> None:
 
     import torch
 
-    from codec import Codec
+    from tng.codec import Codec
 
     torch.set_num_threads(a.threads)
     img, name = photo_768x512()

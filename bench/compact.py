@@ -26,8 +26,8 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.archive import SCHEMA, SHARDS, current_rows, open_fs, read_rows, table_bytes, write_whole  # noqa: E402
-from pipeline.compaction import compact  # noqa: E402
+from tng.pipeline.archive import SCHEMA, SHARDS, current_rows, open_fs, read_rows, table_bytes, write_whole  # noqa: E402
+from tng.pipeline.compaction import compact  # noqa: E402
 
 
 def build(root: str, shards: int, rows: int, superseded: float, kb: int, seed: int = 0) -> None:

@@ -35,9 +35,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from codec import Codec, open_image, psnr  # noqa: E402
-from codec.jpeg_transcode import recompress, restore  # noqa: E402
-from codec.registry import DEFAULT_MODEL_ID  # noqa: E402
+from tng.codec import Codec, open_image, psnr  # noqa: E402
+from tng.codec.jpeg_transcode import recompress, restore  # noqa: E402
+from tng.codec.registry import DEFAULT_MODEL_ID  # noqa: E402
 from rd import _cpu_name  # noqa: E402  (bench/rd.py, beside this file)
 
 SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}

@@ -27,7 +27,7 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.archive import SCHEMA, SHARDS, table_bytes  # noqa: E402
+from tng.pipeline.archive import SCHEMA, SHARDS, table_bytes  # noqa: E402
 
 FOLDERS = 100
 
@@ -96,7 +96,7 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", choices=["first", "incremental"], default=["first", "incremental"])
     ap.add_argument("--dir", type=Path, default=Path("/tmp/tng-listing-bench"))
     args = ap.parse_args()
-    tng = [sys.executable, "-c", "import sys; from jobs.cli import main; sys.exit(main(sys.argv[1:]))"]
+    tng = [sys.executable, "-c", "import sys; from tng.jobs.cli import main; sys.exit(main(sys.argv[1:]))"]
     for keys in args.keys:
         src = make_src(args.dir, keys)
         for mode in args.modes:

@@ -39,10 +39,10 @@ def child_loop(images: Path, threads: int, quality: float, udfs: bool) -> dict:
     import numpy as np
     import torch
 
-    from codec import Codec, open_image
-    from codec.images import DEFAULT_MAX_PIXELS
-    from codec.registry import DEFAULT_MODEL_ID
-    from pipeline.stages import CompressActor, load_batch
+    from tng.codec import Codec, open_image
+    from tng.codec.images import DEFAULT_MAX_PIXELS
+    from tng.codec.registry import DEFAULT_MODEL_ID
+    from tng.pipeline.stages import CompressActor, load_batch
 
     torch.set_num_threads(threads)
     t = time.perf_counter()
@@ -67,10 +67,10 @@ def child_loop(images: Path, threads: int, quality: float, udfs: bool) -> dict:
 def child_pipeline(images: Path, dst: Path, workers: int, quality: float, batch_size: int) -> dict:
     import pyarrow.compute as pc
 
-    from jobs.cli import parser
-    from jobs.compress import compress
-    from pipeline.archive import open_fs, read_rows
-    from pipeline.run import init_ray
+    from tng.jobs.cli import parser
+    from tng.jobs.compress import compress
+    from tng.pipeline.archive import open_fs, read_rows
+    from tng.pipeline.run import init_ray
 
     t0 = time.perf_counter()
     init_ray(None)

@@ -29,10 +29,10 @@ from PIL import Image, features
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from codec.registry import DEFAULT_MODEL_ID  # noqa: E402
-from evaluation import measure  # noqa: E402
-from evaluation.curves import BD_WINDOW, bd_results, mean_curves  # noqa: E402
-from evaluation.plots import rd_plot  # noqa: E402
+from tng.codec.registry import DEFAULT_MODEL_ID  # noqa: E402
+from tng.evaluation import measure  # noqa: E402
+from tng.evaluation.curves import BD_WINDOW, bd_results, mean_curves  # noqa: E402
+from tng.evaluation.plots import rd_plot  # noqa: E402
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 TNG_QUALITIES = ",".join(f"{q:g}" for q in measure.TNG_QUALITIES)
@@ -50,7 +50,7 @@ def find_images(folder: Path, limit: int | None) -> list[Path]:
 
 
 def run_image(path: Path, folder: Path, codec, encoders: dict, tng_q: list[float], pil_q: list[int]) -> dict:
-    from codec import open_image
+    from tng.codec import open_image
 
     rgb = open_image(path).rgb
     return {"image": str(path.relative_to(folder)), "width": rgb.shape[1], "height": rgb.shape[0],
@@ -79,7 +79,7 @@ def tng_timing(results: list[dict]) -> dict:
 def environment(args, n_images: int, megapixels: float) -> dict:
     import torch
 
-    from codec import load_model
+    from tng.codec import load_model
 
     lm = load_model(args.model_id)
     cpu = _cpu_name()
@@ -197,7 +197,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     import torch
 
-    from codec import Codec
+    from tng.codec import Codec
 
     torch.set_num_threads(args.threads)
     tng_q = [float(q) for q in args.qualities.split(",")]

@@ -2,7 +2,7 @@
 
 Usable on its own, without Ray:
 
-    from codec import Codec, open_image
+    from tng.codec import Codec, open_image
     enc = Codec().encode(open_image("photo.jpg"), quality=4)   # enc.data: the .tng bytes
     img = Codec().decode(enc.data).image                        # a PIL image, original mode
 

@@ -1,6 +1,6 @@
 """Encoding images to `.tng` bytes and back: tiles, transforms, entropy coding, rate control.
 
-    from codec import Codec, open_image
+    from tng.codec import Codec, open_image
     enc = Codec().encode(open_image("photo.jpg"), quality=4)      # or target_psnr= / target_bpp=
     dec = Codec().decode(enc.data)                                 # dec.image is a PIL image
 
@@ -106,9 +106,8 @@ class Codec:
     torch.bfloat16 for the analysis transform (encoder only; streams decode identically either way).
     model: an already loaded model (registry.load_weights) to use instead of the registry's for its id.
     batch_pixels: most (padded) pixels that `encode_batch` sends through the networks at once
-    (default: four tiles' worth on a GPU; on CPU one tile at a time, as batches ran slower there:
-    16 images of 256² at 0.65x on 2 cores, bench/codec_speed.py --batch, their working set
-    outgrowing the caches).
+    (default: four tiles' worth on a GPU; on CPU one tile at a time, as batches ran slower there, their
+    working set outgrowing the caches: BENCHMARKS.md).
     refine: steps of encoder-side refinement of each tile's latents (codec/refine.py): smaller files at
     equal quality, at the cost of that many passes of the synthesis and its gradient per tile.
     """

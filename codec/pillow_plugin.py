@@ -1,6 +1,6 @@
 """`.tng` files in Pillow: every tool built on Pillow can open and write them.
 
-    import codec                                  # registers the plugin (so does importing this module)
+    import tng.codec                                  # registers the plugin (so does importing this module)
     im = Image.open("photo.tng")                  # mode L, LA, RGB or RGBA, as the source was
     im.info["exif"], im.info["icc_profile"]       # when the file carries them; also "quality", "model_id"
     im.save("photo.tng", quality=6)               # format from the extension, or format="TNG"

@@ -9,8 +9,8 @@ from statistics import mean
 
 import numpy as np
 
-from codec.metrics import msssim_db
-from evaluation.bdrate import bd_psnr, bd_rate, clean_curve, clip_rate, overlap_psnr, pchip_eval
+from tng.codec.metrics import msssim_db
+from tng.evaluation.bdrate import bd_psnr, bd_rate, clean_curve, clip_rate, overlap_psnr, pchip_eval
 
 BD_WINDOW = (0.1, 1.5)  # bpp
 

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, features
 
-from codec.metrics import ms_ssim, psnr
+from tng.codec.metrics import ms_ssim, psnr
 
 if TYPE_CHECKING:
-    from codec import Codec
+    from tng.codec import Codec
 
 TNG_QUALITIES = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0)
 PIL_QUALITIES = (5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import io
 import math
 
-from codec.metrics import msssim_db
-from evaluation.curves import BD_WINDOW
+from tng.codec.metrics import msssim_db
+from tng.evaluation.curves import BD_WINDOW
 
 PLOT_MAX_BPP = 2.0
 

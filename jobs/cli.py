@@ -22,7 +22,7 @@ from pathlib import Path
 
 
 def _read(path: str) -> bytes:
-    from jobs.common import RunError
+    from tng.jobs.common import RunError
 
     try:
         return Path(path).read_bytes()
@@ -33,8 +33,8 @@ def _read(path: str) -> bytes:
 
 
 def cmd_encode(a: argparse.Namespace) -> None:
-    from codec import Codec, open_image
-    from codec.images import write_atomically
+    from tng.codec import Codec, open_image
+    from tng.codec.images import write_atomically
 
     src = open_image(_read(a.input), max_pixels=a.max_pixels)
     enc = Codec(model_id=a.model, tile=a.tile, max_pixels=a.max_pixels, refine=a.refine).encode(
@@ -49,7 +49,7 @@ def cmd_encode(a: argparse.Namespace) -> None:
 
 
 def cmd_decode(a: argparse.Namespace) -> None:
-    from codec import Codec, save_image
+    from tng.codec import Codec, save_image
 
     data = _read(a.input)
     dec = Codec(max_pixels=a.max_pixels).decode(data)
@@ -60,7 +60,7 @@ def cmd_decode(a: argparse.Namespace) -> None:
 
 
 def cmd_models(a: argparse.Namespace) -> None:
-    from codec.registry import available_models, load_model
+    from tng.codec.registry import available_models, load_model
 
     for mid, path in sorted(available_models().items()):
         lm = load_model(mid)
@@ -69,15 +69,15 @@ def cmd_models(a: argparse.Namespace) -> None:
 
 def cmd_train(a: argparse.Namespace) -> None:
     """In this process, or on Ray Train workers (jobs/train_ray.py) with --workers N > 1 or --address."""
-    from jobs.common import RunError
-    from jobs.train import fit
+    from tng.jobs.common import RunError
+    from tng.jobs.train import fit
 
     if not (a.steps or a.minutes):
         raise RunError("give --steps or --minutes")
     if a.workers < 1:
         raise RunError("--workers must be at least 1")
     if a.workers > 1 or a.address:
-        from jobs.train_ray import train_ray
+        from tng.jobs.train_ray import train_ray
 
         train_ray(a)
     else:
@@ -87,8 +87,8 @@ def cmd_train(a: argparse.Namespace) -> None:
 def cmd_export(a: argparse.Namespace) -> None:
     import torch
 
-    from codec.registry import available_models, export_weights
-    from jobs.common import RunError
+    from tng.codec.registry import available_models, export_weights
+    from tng.jobs.common import RunError
 
     if a.model_id in available_models():
         raise RunError(f"model id {a.model_id} exists already; ids are never reused")
@@ -106,7 +106,7 @@ def _quality(s: str) -> float:
 
 
 def parser() -> argparse.ArgumentParser:
-    from jobs.common import ray_parent, refine_parent, storage_options_parent
+    from tng.jobs.common import ray_parent, refine_parent, storage_options_parent
 
     p = argparse.ArgumentParser(prog="tng", description="TNG learned image compression")
     sub = p.add_subparsers(dest="command", required=True)
@@ -119,8 +119,8 @@ def parser() -> argparse.ArgumentParser:
 
 def _add_image_commands(sub, refine: argparse.ArgumentParser) -> None:
     """encode and decode: one file, in this process."""
-    from codec.images import DEFAULT_MAX_PIXELS
-    from codec.registry import DEFAULT_MODEL_ID
+    from tng.codec.images import DEFAULT_MAX_PIXELS
+    from tng.codec.registry import DEFAULT_MODEL_ID
 
     e = sub.add_parser("encode", help="compress an image to a .tng file", parents=[refine])
     e.add_argument("input")
@@ -145,7 +145,7 @@ def _add_archive_jobs(sub, *, storage: argparse.ArgumentParser, on_ray: argparse
                       refine: argparse.ArgumentParser) -> None:
     """The jobs on an archive: (name, help, the shared options they take, their own, their entry point,
     which returns the exit status)."""
-    from jobs import compact, compress, decompress, report
+    from tng.jobs import compact, compress, decompress, report
 
     for name, text, parents, add, fn in [
         ("compress", "compress a folder or bucket of images into Parquet shards (Ray Data)", [on_ray, refine, storage],
@@ -167,7 +167,7 @@ def _add_archive_jobs(sub, *, storage: argparse.ArgumentParser, on_ray: argparse
 
 def _add_model_commands(sub) -> None:
     """models, train, export: the weights."""
-    from jobs import train
+    from tng.jobs import train
 
     m = sub.add_parser("models", help="list the model ids this installation can decode")
     m.set_defaults(func=cmd_models)
@@ -186,9 +186,9 @@ def _add_model_commands(sub) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; its exit status. Each failure a user can cause is one line on stderr, status 1."""
     args = parser().parse_args(argv)
-    from codec.errors import TNGError
-    from jobs.common import RunError
-    from jobs.stderr_filter import filtered_stderr
+    from tng.codec.errors import TNGError
+    from tng.jobs.common import RunError
+    from tng.jobs.stderr_filter import filtered_stderr
 
     try:
         with filtered_stderr():  # one known-harmless line of Ray's core is not shown (see there)

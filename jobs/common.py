@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from pipeline.run import RunError
+from tng.pipeline.run import RunError
 
 __all__ = ["RunError", "parse_storage_options", "ray_parent", "refine_parent", "storage_options_parent"]
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.common import RunError, parse_storage_options
+from tng.jobs.common import RunError, parse_storage_options
 
 
 def run_compaction(archive: str, opts: dict, keep_history: bool = False, rows_per_shard: int = 1000) -> dict:
-    from pipeline.archive import open_fs
-    from pipeline.compaction import compact
+    from tng.pipeline.archive import open_fs
+    from tng.pipeline.compaction import compact
 
     try:
         fs, root = open_fs(archive, opts)

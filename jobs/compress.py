@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from codec.images import DEFAULT_MAX_PIXELS
-from codec.jpeg_transcode import DEFAULT_JPEG_CHOICE, JPEG_CHOICES
-from codec.registry import DEFAULT_MODEL_ID
-from jobs.common import parse_storage_options
-from pipeline.compress_graph import CompressSettings, compress_run
+from tng.codec.images import DEFAULT_MAX_PIXELS
+from tng.codec.jpeg_transcode import DEFAULT_JPEG_CHOICE, JPEG_CHOICES
+from tng.codec.registry import DEFAULT_MODEL_ID
+from tng.jobs.common import parse_storage_options
+from tng.pipeline.compress_graph import CompressSettings, compress_run
 
 
 def settings(args: argparse.Namespace) -> CompressSettings:
@@ -87,7 +87,7 @@ def main(args: argparse.Namespace) -> int:
     s = compress(args)
     print_summary(s)
     if args.compact_after:
-        from jobs.compact import run_compaction, summary_line
+        from tng.jobs.compact import run_compaction, summary_line
 
         print(summary_line(run_compaction(args.dst, parse_storage_options(args.storage_option))))
     if s["processed"] and s["errors"] > args.max_error_share * s["processed"]:

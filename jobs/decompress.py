@@ -19,9 +19,9 @@ import json
 import sys
 from pathlib import Path
 
-from codec.errors import TNGError
-from jobs.common import RunError, parse_storage_options
-from pipeline.decode_graph import decode_rows, selected_rows
+from tng.codec.errors import TNGError
+from tng.jobs.common import RunError, parse_storage_options
+from tng.pipeline.decode_graph import decode_rows, selected_rows
 
 
 def safe_target(out: Path, key: str, suffix: str) -> Path:
@@ -45,7 +45,7 @@ def decompress(args: argparse.Namespace) -> int:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from codec.images import write_atomically
+    from tng.codec.images import write_atomically
 
     opts = parse_storage_options(args.storage_option)
     rows = selected_rows(args.archive, opts, args.keys, args.sample)

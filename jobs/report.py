@@ -33,10 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from codec.images import DEFAULT_MAX_PIXELS
-from codec.jpeg_transcode import CODEC as JPEG_XL
-from codec.registry import DEFAULT_MODEL_ID
-from jobs.common import RunError, parse_storage_options
+from tng.codec.images import DEFAULT_MAX_PIXELS
+from tng.codec.jpeg_transcode import CODEC as JPEG_XL
+from tng.codec.registry import DEFAULT_MODEL_ID
+from tng.jobs.common import RunError, parse_storage_options
 
 META = ["key", "source_uri", "source_bytes", "source_sha256", "source_format", "width", "height", "mode", "codec", "note",
         "bitstream_bytes", "bpp", "psnr", "ms_ssim", "quality", "model_id", "status", "error", "run_id", "encoded_at"]
@@ -64,7 +64,7 @@ def load_archive(url: str, opts: dict) -> Archive:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline.archive import RUNS, SCHEMA, current_rows, open_fs, shard_paths
+    from tng.pipeline.archive import RUNS, SCHEMA, current_rows, open_fs, shard_paths
 
     try:
         fs, root = open_fs(url, opts)
@@ -246,8 +246,8 @@ def thumbnails(url: str, opts: dict, worst: list[dict], source: str | None) -> d
     import fsspec
     import pyarrow.parquet as pq
 
-    from codec import Codec, TNGError, open_image
-    from pipeline.archive import open_fs, shard_paths
+    from tng.codec import Codec, TNGError, open_image
+    from tng.pipeline.archive import open_fs, shard_paths
 
     if not worst:
         return {}
@@ -314,9 +314,9 @@ def sample_rows(df, n: int, seed: int):
 
 
 def rd_study(a: Archive, args: argparse.Namespace, opts: dict) -> tuple[dict, bytes | None]:
-    from evaluation.curves import bd_results, mean_curves, rate_at_psnr, setting_at_psnr
-    from evaluation.measure import baseline_encoders
-    from pipeline.sweep import sweep_sources
+    from tng.evaluation.curves import bd_results, mean_curves, rate_at_psnr, setting_at_psnr
+    from tng.evaluation.measure import baseline_encoders
+    from tng.pipeline.sweep import sweep_sources
 
     baselines = parse_baselines(args.baselines)
     available = tuple(baseline_encoders(1, baselines))
@@ -358,7 +358,7 @@ def rd_study(a: Archive, args: argparse.Namespace, opts: dict) -> tuple[dict, by
             row[f"size_vs_{b.lower()}"] = (bpp / rb - 1) if bpp and rb else None
         targets.append(row)
     study["targets"] = targets
-    from evaluation.plots import rd_plot
+    from tng.evaluation.plots import rd_plot
 
     return study, rd_plot(curves, f"{len(measured)} source images sampled from the archive, mean over images")
 
@@ -383,8 +383,8 @@ def parse_baselines(text: str) -> tuple[str, ...]:
 # ---------------------------------------------------------------------------------------------- entry points
 
 def report(args: argparse.Namespace) -> int:
-    from evaluation import plots
-    from jobs import report_render
+    from tng.evaluation import plots
+    from tng.jobs import report_render
 
     opts = parse_storage_options(args.storage_option)
     if args.sample < 1:

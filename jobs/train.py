@@ -2,11 +2,10 @@
 
 Each step draws random crops with random flips from images decoded once into memory, samples one
 quality per crop (`sample_qualities`: every integer level weighs the same; a bias towards high
-qualities had left quality 1 at 0.5 bpp on photos, above the 0.1–1.5 bpp range the codec is
-measured over), and minimises λ(q)·255²·MSE + bpp. The rate is that of noisy latents, or with
---rate rounded (for fine-tuning) that of the rounded latents the coder codes. CUDA when present;
-bf16 autocast on request (it is slower than fp32 on CPUs without AVX-512 BF16, such as this
-project's AVX2 machines).
+qualities had pushed quality 1 above the bpp range the codec is measured over: docs/training-log.md),
+and minimises λ(q)·255²·MSE + bpp. The rate is that of noisy latents, or with --rate rounded (for
+fine-tuning) that of the rounded latents the coder codes. CUDA when present; bf16 autocast on
+request (slower than fp32 on CPUs without AVX-512 BF16).
 A checkpoint is written every few minutes and at the end; `--resume` continues it, including the
 learning-rate schedule, which is a function of the fraction of the time (or step) budget spent.
 With --val, the weights are exported every few minutes and validation images are coded to real
@@ -30,10 +29,10 @@ import fsspec
 import numpy as np
 import torch
 
-from codec.images import IMAGE_EXTENSIONS
-from codec.loss import rd_loss
-from codec.model import LAMBDAS, LEVELS, STRIDE, TNGModel, lambda_at, remap_levels
-from jobs.common import RunError  # a training run that cannot proceed raises it, as every job does
+from tng.codec.images import IMAGE_EXTENSIONS
+from tng.codec.loss import rd_loss
+from tng.codec.model import LAMBDAS, LEVELS, STRIDE, TNGModel, lambda_at, remap_levels
+from tng.jobs.common import RunError  # a training run that cannot proceed raises it, as every job does
 
 
 def load_images(root: str, max_side: int = 2048, limit: int = 0) -> list[np.ndarray]:
@@ -43,7 +42,7 @@ def load_images(root: str, max_side: int = 2048, limit: int = 0) -> list[np.ndar
     """
     from PIL import Image
 
-    from codec import TNGError, open_image
+    from tng.codec import TNGError, open_image
 
     fs, path = fsspec.core.url_to_fs(root)
     try:
@@ -72,8 +71,8 @@ def validate(model: TNGModel, images: list[np.ndarray], workdir: Path, qualities
 
     Returns (quality, mean bpp, mean PSNR) per quality; bpp from the .tng bytes, PSNR of the decoded RGB.
     """
-    from codec import Codec
-    from codec.registry import export_weights, load_weights
+    from tng.codec import Codec
+    from tng.codec.registry import export_weights, load_weights
 
     path = workdir / "validation.safetensors"
     export_weights(model.state_dict(), model.n, model.m, 0, path, "validation")
@@ -234,7 +233,7 @@ def _initial_model(args: argparse.Namespace, ck: dict | None, device: str, say: 
 
 def _fine_tuning_start(init: str, say: Callable[..., None]) -> TNGModel:
     """A trainable copy of shipped weights (a model id or a .safetensors file), gains moved to our λ table."""
-    from codec.registry import load_model, load_weights
+    from tng.codec.registry import load_model, load_weights
 
     loaded = load_weights(init) if init.endswith(".safetensors") else load_model(int(init))
     model = TNGModel(loaded.net.n, loaded.net.m)
@@ -370,7 +369,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS with --workers > 1, else a local Ray)")
 
 
-if __name__ == "__main__":  # `python -m jobs.train ARGS` is `tng train ARGS`
-    from jobs.cli import main as cli_main
+if __name__ == "__main__":  # `python -m tng.jobs.train ARGS` is `tng train ARGS`
+    from tng.jobs.cli import main as cli_main
 
     sys.exit(cli_main(["train", *sys.argv[1:]]))

@@ -22,8 +22,8 @@ import ray.train
 import ray.train.torch
 import torch
 
-from jobs.common import RunError
-from jobs.train import Replicas, fit
+from tng.jobs.common import RunError
+from tng.jobs.train import Replicas, fit
 
 
 class DDPReplicas(Replicas):

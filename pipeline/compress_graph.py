@@ -20,9 +20,9 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from codec.images import DEFAULT_MAX_PIXELS
-from codec.jpeg_transcode import CODEC as JPEG_XL, DEFAULT_JPEG_CHOICE
-from codec.registry import DEFAULT_MODEL_ID
+from tng.codec.images import DEFAULT_MAX_PIXELS
+from tng.codec.jpeg_transcode import CODEC as JPEG_XL, DEFAULT_JPEG_CHOICE
+from tng.codec.registry import DEFAULT_MODEL_ID
 
 from .run import RunError
 
@@ -54,8 +54,8 @@ class CompressSettings:
 def compress_run(src: str, dst: str, settings: CompressSettings, storage_options: dict,
                  address: str | None = None) -> dict:
     """Run the whole graph (module docstring); returns the run's figures, as written to its manifest."""
-    from pipeline.archive import RUNS, open_fs, remove_stale_temporaries, write_whole
-    from pipeline.run import init_ray
+    from tng.pipeline.archive import RUNS, open_fs, remove_stale_temporaries, write_whole
+    from tng.pipeline.run import init_ray
 
     check_writable(dst, storage_options)
     fs, root = open_fs(dst, storage_options)
@@ -83,7 +83,7 @@ def _manifest_settings(s: CompressSettings) -> dict:
 
 def check_writable(dst: str, storage_options: dict) -> None:
     """Raises RunError unless a file can be written (and removed) under DST."""
-    from pipeline.archive import RUNS, open_fs
+    from tng.pipeline.archive import RUNS, open_fs
 
     try:
         fs, root = open_fs(dst, storage_options)
@@ -101,7 +101,7 @@ def pending_sources(src: str, dst: str, storage_options: dict,
     how many keys SRC lists; how many keys the archive will hold after the run, None when that is every
     key done). Listing and archive stay in Ray's object store, never in the driver (pending.py).
     All of it runs before the codec actors exist: its tasks take a CPU."""
-    from pipeline.listing import ListingError
+    from tng.pipeline.listing import ListingError
 
     try:
         todo, listed, archive_keys = _todo(src, dst, storage_options, settings)
@@ -119,10 +119,10 @@ def pending_sources(src: str, dst: str, storage_options: dict,
 
 def _todo(src: str, dst: str, opts: dict, settings: CompressSettings) -> tuple[Dataset, int, int | None]:
     """(the rows to do, materialized; keys listed; keys in the archive after the run, or None)."""
-    from pipeline.archive import open_fs, shard_paths
-    from pipeline.inventory import manifest_dataset
-    from pipeline.listing import listing_dataset
-    from pipeline.pending import resolve
+    from tng.pipeline.archive import open_fs, shard_paths
+    from tng.pipeline.inventory import manifest_dataset
+    from tng.pipeline.listing import listing_dataset
+    from tng.pipeline.pending import resolve
 
     listing = (manifest_dataset(settings.listing, src, opts) if settings.listing
                else listing_dataset(src, opts)).materialize()
@@ -152,9 +152,9 @@ def encode_and_write(todo: Dataset, dst: str, storage_options: dict, settings: C
     """load_batch tasks ─▶ CompressActor pool ─▶ ShardSink; returns the shards written."""
     import ray
 
-    from pipeline.run import actor_pool, task_remote_args, task_slots
-    from pipeline.sink import ShardSink
-    from pipeline.stages import CompressActor, load_batch
+    from tng.pipeline.run import actor_pool, task_remote_args, task_slots
+    from tng.pipeline.sink import ShardSink
+    from tng.pipeline.stages import CompressActor, load_batch
 
     s = settings
     pool = actor_pool(s.workers, on_cluster, s.gpus_per_worker)
@@ -180,7 +180,7 @@ def summarise(fs: AbstractFileSystem, shards: list[str], run_id: str, listed: in
 
     import pyarrow.parquet as pq
 
-    from pipeline.archive import SCHEMA
+    from tng.pipeline.archive import SCHEMA
 
     n = Counter()
     sums = Counter()

@@ -25,7 +25,7 @@ def selected_rows(archive: str, opts: dict, keys: list[str] | None, sample: floa
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from pipeline.archive import current_rows, open_fs, read_rows
+    from tng.pipeline.archive import current_rows, open_fs, read_rows
 
     try:
         fs, root = open_fs(archive, opts)
@@ -51,8 +51,8 @@ def decode_rows(rows: pa.Table, address: str | None, workers: int, source: str |
     """DecodeActor's output row for each of `rows` (stages.py), on `workers` actors."""
     import ray
 
-    from pipeline.run import actor_pool, init_ray
-    from pipeline.stages import DecodeActor
+    from tng.pipeline.run import actor_pool, init_ray
+    from tng.pipeline.stages import DecodeActor
 
     if rows.num_rows == 0:
         return []

@@ -15,9 +15,9 @@ import pickle
 
 import numpy as np
 
-from codec import Codec, TNGError, ms_ssim, open_image, psnr
-from codec.images import to_pil
-from codec.jpeg_transcode import CODEC as JPEG_XL, DEFAULT_JPEG_CHOICE, is_jpeg, jpeg_info, restore, store_jpeg
+from tng.codec import Codec, TNGError, ms_ssim, open_image, psnr
+from tng.codec.images import to_pil
+from tng.codec.jpeg_transcode import CODEC as JPEG_XL, DEFAULT_JPEG_CHOICE, is_jpeg, jpeg_info, restore, store_jpeg
 
 from .archive import SCHEMA, open_fs
 
@@ -165,7 +165,7 @@ class DecodeActor:
         return {k: np.array([r[k] for r in rows], dtype=object) for k in rows[0]} if rows else {}
 
     def _row(self, b: dict, i: int) -> dict:
-        from codec import image_bytes
+        from tng.codec import image_bytes
 
         row = {"key": b["key"][i], "codec": b["codec"][i], "file": None, "suffix": None, "decoded_sha256": None,
                "hash_ok": False, "psnr": None, "error": None}

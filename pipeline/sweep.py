@@ -15,8 +15,8 @@ class SweepActor:
                  max_pixels: int, refine: int = 0):
         import torch
 
-        from codec import Codec
-        from evaluation.measure import baseline_encoders
+        from tng.codec import Codec
+        from tng.evaluation.measure import baseline_encoders
 
         torch.set_num_threads(threads)
         self.codec = Codec(model_id=model_id, device="cpu", refine=refine)
@@ -26,8 +26,8 @@ class SweepActor:
     def __call__(self, row: dict) -> dict:
         import fsspec
 
-        from codec import TNGError, open_image
-        from evaluation.measure import sweep
+        from tng.codec import TNGError, open_image
+        from tng.evaluation.measure import sweep
 
         out = {"key": row["key"], "width": 0, "height": 0, "points": "[]", "error": None}
         try:
@@ -45,7 +45,7 @@ def sweep_sources(items: list[dict], *, model_id: int, baselines: tuple[str, ...
     """Run SweepActor over items ({key, uri}); results in the order of items, points decoded."""
     import ray
 
-    from pipeline.run import actor_pool, init_ray
+    from tng.pipeline.run import actor_pool, init_ray
 
     if not items:
         return []

@@ -15,7 +15,7 @@ SAMPLES = ROOT / "samples"
 
 @pytest.fixture(scope="session")
 def codec():
-    from codec import Codec
+    from tng.codec import Codec
 
     return Codec(device="cpu")
 
@@ -99,6 +99,6 @@ def allocation_peak():
 
 def bomb_stream(model_id: int, width: int = 60000, height: int = 60000) -> bytes:
     """A .tng file with intact checksums whose header claims width×height pixels."""
-    from codec.container import Header, pack
+    from tng.codec.container import Header, pack
 
     return pack(Header(model_id, b"abcd", width, height, 2, 0, 4000, 1024), [b"", b"", b""] + [b"\0" * 8] * 3)

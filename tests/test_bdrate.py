@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from evaluation.bdrate import bd_psnr, bd_rate, clean_curve, clip_rate, overlap_psnr, pchip_eval, pchip_integral
+from tng.evaluation.bdrate import bd_psnr, bd_rate, clean_curve, clip_rate, overlap_psnr, pchip_eval, pchip_integral
 
 # A smooth, concave, realistic RD curve: PSNR = 30 + 6·ln(bpp) − 0.4·ln(bpp)², bpp 0.1 … 2.
 ANCHOR = [(r, 30 + 6 * math.log(r) - 0.4 * math.log(r) ** 2) for r in (0.1, 0.18, 0.3, 0.5, 0.8, 1.2, 2.0)]

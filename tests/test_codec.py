@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageCms
 
-from codec import Codec, Colour, Flag, TNGError, open_image, psnr
-from codec.intnet import ACT_BITS, ACT_MAX, WEIGHT_BITS, HyperSynthesis
-from codec.registry import DEFAULT_MODEL_ID, load_model
+from tng.codec import Codec, Colour, Flag, TNGError, open_image, psnr
+from tng.codec.intnet import ACT_BITS, ACT_MAX, WEIGHT_BITS, HyperSynthesis
+from tng.codec.registry import DEFAULT_MODEL_ID, load_model
 from conftest import allocation_peak, bomb_stream, sample_rgb
 
 
@@ -106,7 +106,7 @@ def _exact_by_unfold(z: torch.Tensor, params) -> tuple[torch.Tensor, torch.Tenso
 def test_stream_bombs_are_refused_before_allocation(tmp_path, capsys):
     """A header claiming 60000x60000 is refused by Codec.decode and by `tng decode` before any pixel
     buffer exists (measured: allocations stay tiny), with the limit named."""
-    from jobs.cli import main
+    from tng.jobs.cli import main
 
     data = bomb_stream(DEFAULT_MODEL_ID)
     codec = Codec(device="cpu")
@@ -142,8 +142,8 @@ def test_entropy_parameters_are_exact_integers(model_id):
 def _synthesis_by_halves(synth, residual, mean, q_milli):
     """ExactSynthesis again, every convolution summed in another order: input channels in two halves,
     each half's partial result added afterwards, oneDNN off, one thread."""
-    from codec.exactsynth import GAIN_FRAC, LIM, MEAN_FRAC
-    from codec.exactsynth import ACT_FRAC as A
+    from tng.codec.exactsynth import GAIN_FRAC, LIM, MEAN_FRAC
+    from tng.codec.exactsynth import ACT_FRAC as A
 
     def halves(conv, x, w, **kw):
         h = x.shape[1] // 2
@@ -193,7 +193,7 @@ def test_synthesis_is_exact_integer_arithmetic(codec, small_photo, model_id):
 
 @pytest.mark.parametrize("h, w, k, stride, pad, out_pad", [(13, 7, 5, 2, 2, 1), (16, 9, 3, 1, 1, 0), (5, 4, 5, 2, 2, 1)])
 def test_striped_transposed_convolution_equals_one_piece(monkeypatch, h, w, k, stride, pad, out_pad):
-    import codec.exactsynth as es
+    import tng.codec.exactsynth as es
 
     g = torch.Generator().manual_seed(h * w)
     x = torch.randint(-4096, 4096, (2, 6, h, w), generator=g).double()
@@ -207,7 +207,7 @@ def test_striped_transposed_convolution_equals_one_piece(monkeypatch, h, w, k, s
 
 def test_synthesis_in_bands_gives_the_same_pixels(monkeypatch, codec, small_photo):
     """The whole synthesis with tiny bands (many stripes per layer) against one piece."""
-    import codec.exactsynth as es
+    import tng.codec.exactsynth as es
 
     lm = load_model(DEFAULT_MODEL_ID)
     pixels = codec._pixels([small_photo])
@@ -219,7 +219,7 @@ def test_synthesis_in_bands_gives_the_same_pixels(monkeypatch, codec, small_phot
 
 def _rd_loss(enc, q: float) -> float:
     """λ(q)·255²·MSE + bpp of an encoding, the loss the model was trained on and refinement lowers."""
-    from codec.model import lambda_at
+    from tng.codec.model import lambda_at
 
     mse01 = 10 ** (-enc.psnr / 10)  # MSE of pixels in [0, 1]
     return lambda_at(torch.tensor([q])).item() * 255**2 * mse01 + enc.bpp

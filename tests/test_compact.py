@@ -10,13 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import SAMPLES
-from jobs.cli import main
+from tng.jobs.cli import main
 from test_pipeline_kill import make_images
 
 
 def _current(archive) -> list[dict]:
     """Each key's current row, every column, sorted by key (pipeline.archive's reading rule)."""
-    from pipeline.archive import current_rows, open_fs, read_rows
+    from tng.pipeline.archive import current_rows, open_fs, read_rows
 
     return sorted(current_rows(read_rows(*open_fs(str(archive)))).to_pylist(), key=lambda r: r["key"])
 
@@ -80,8 +80,8 @@ def test_keep_history_merges_shards_only(aged, tmp_path):
 def test_readers_and_a_concurrent_writer_lose_nothing(aged, tmp_path):
     """Between writing the new shards and deleting the old ones, readers see the same current rows;
     a shard written by a compress run after the compaction listed the archive is never removed."""
-    from pipeline.archive import open_fs
-    from pipeline.compaction import compact
+    from tng.pipeline.archive import open_fs
+    from tng.pipeline.compaction import compact
 
     _, aged_arch = aged
     arch = tmp_path / "archive"

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from codec import TNGError, container
-from codec.container import Header, pack, unpack
+from tng.codec import TNGError, container
+from tng.codec.container import Header, pack, unpack
 from conftest import allocation_peak, bomb_stream
 
 HEADER = Header(model_id=1, weights_digest=b"\x01\x02\x03\x04", width=300, height=200, colour=2,

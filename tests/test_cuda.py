@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA d
 
 @pytest.fixture(scope="module")
 def gpu():
-    from codec import Codec
+    from tng.codec import Codec
 
     return Codec(device="cuda")
 
@@ -44,7 +44,7 @@ def test_batched_encode_on_cuda(gpu, codec, photo):
 
 
 def test_training_steps_on_cuda(tmp_path, capsys):
-    from jobs.cli import main
+    from tng.jobs.cli import main
 
     data = tmp_path / "data"
     data.mkdir()

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from codec import TNGError
-from codec.entropy_models import (SCALE_LEVELS, SCALE_MIN, SCALE_STEP, Z_RADIUS, FactorizedPrior,
+from tng.codec import TNGError
+from tng.codec.entropy_models import (SCALE_LEVELS, SCALE_MIN, SCALE_STEP, Z_RADIUS, FactorizedPrior,
                                   GaussianConditional, decode_tile, encode_tile)
-from codec.intnet import ACT_BITS
-from codec.loss import rd_loss
-from codec.registry import DEFAULT_MODEL_ID, load_model
+from tng.codec.intnet import ACT_BITS
+from tng.codec.loss import rd_loss
+from tng.codec.registry import DEFAULT_MODEL_ID, load_model
 
 
 def _coded_bits(encode) -> tuple[int, np.ndarray, np.ndarray]:
@@ -165,7 +165,7 @@ def test_coding_without_tables_says_so():
 
 def test_state_dict_keys_are_the_weights_files():
     """Entropy models renamed in code, not in files: checkpoints and weights keep their key names."""
-    from codec.model import TNGModel
+    from tng.codec.model import TNGModel
 
     keys = set(TNGModel(16, 24).state_dict())
     assert {k for k in keys if k.startswith("z_prior.")} == {
@@ -181,8 +181,8 @@ def test_both_syntheses_read_gdn_parameters_from_one_place(monkeypatch):
     """Moving GDN's floor moves the float layer and the exact synthesis alike."""
     from torch import nn
 
-    from codec.exactsynth import ExactSynthesis
-    from codec.layers import GDN
+    from tng.codec.exactsynth import ExactSynthesis
+    from tng.codec.layers import GDN
 
     gdn = GDN(4, inverse=True)
     with torch.no_grad():
@@ -216,9 +216,9 @@ def test_rd_loss_counts_the_valid_pixels_only():
 
 
 def test_training_and_refinement_minimise_the_same_rd_loss(monkeypatch):
-    import codec.refine
-    import jobs.train
-    from codec.model import TNGModel
+    import tng.codec.refine
+    import tng.jobs.train
+    from tng.codec.model import TNGModel
 
     calls = []
 
@@ -227,15 +227,15 @@ def test_training_and_refinement_minimise_the_same_rd_loss(monkeypatch):
         calls.append(out)
         return out
 
-    monkeypatch.setattr(jobs.train, "rd_loss", spy)
-    monkeypatch.setattr(codec.refine, "rd_loss", spy)
+    monkeypatch.setattr(tng.jobs.train, "rd_loss", spy)
+    monkeypatch.setattr(tng.codec.refine, "rd_loss", spy)
     torch.manual_seed(0)
     net = TNGModel(8, 8)
     x, q = torch.rand(2, 3, 64, 64), torch.tensor([2.0, 5.0])
-    loss, bpp, _ = jobs.train.train_step(net, torch.optim.SGD(net.parameters(), lr=0.0), x, q, bf16=False)
+    loss, bpp, _ = tng.jobs.train.train_step(net, torch.optim.SGD(net.parameters(), lr=0.0), x, q, bf16=False)
     assert len(calls) == 1 and loss == pytest.approx(calls[0].loss.mean().item()) and bpp == pytest.approx(calls[0].bpp.mean().item())
     gain, inv_gain = net.gains(q[:1])
     with torch.no_grad():
         y = net.g_a(x[:1])
-    codec.refine.refine_latents(net, x[:1], torch.ones(1, 1, 64, 64), y, gain, inv_gain, lam=0.01, steps=2)
+    tng.codec.refine.refine_latents(net, x[:1], torch.ones(1, 1, 64, 64), y, gain, inv_gain, lam=0.01, steps=2)
     assert len(calls) == 3

@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codec import Codec
+from tng.codec import Codec
 
 GOLDEN = Path(__file__).parent / "golden"
 EXPECTED = json.loads((GOLDEN / "expected.json").read_text())
 
 
 def test_every_shipped_model_has_golden_files():
-    from codec.registry import SHIPPED_DIR, _weight_files
+    from tng.codec.registry import SHIPPED_DIR, _weight_files
 
     shipped = {mid for mid, path in _weight_files().items() if path.parent == SHIPPED_DIR}
     covered = {int(name[1:].split("-")[0]) for name in EXPECTED}
@@ -39,8 +39,8 @@ def test_golden_file_decodes_unchanged(name):
 
 def test_golden_files_cover_the_header_cases():
     """EXIF + ICC, 16-bit, palette and CMYK sources, for the default model at least."""
-    from codec.images import Flag
-    from codec.registry import DEFAULT_MODEL_ID
+    from tng.codec.images import Flag
+    from tng.codec.registry import DEFAULT_MODEL_ID
 
     mine = {n: w for n, w in EXPECTED.items() if n.startswith(f"m{DEFAULT_MODEL_ID}-") and "flags" in w}
     flags = {w["flags"] for w in mine.values()}

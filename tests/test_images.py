@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageCms, ImageFile
 
-from codec.errors import TNGError
+from tng.codec.errors import TNGError
 from conftest import allocation_peak
-from codec.images import (
+from tng.codec.images import (
     DEFAULT_MAX_PIXELS,
     Colour,
     Flag,

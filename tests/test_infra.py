@@ -160,7 +160,7 @@ def pods(group: Doc, autoscaling: bool) -> int:
 
 def compress_args(entrypoint: str) -> argparse.Namespace:
     """The `tng compress` arguments inside an entrypoint, parsed by the command's own parser."""
-    from jobs.cli import parser
+    from tng.jobs.cli import parser
 
     words = shlex.split(entrypoint)
     at = next(i for i in range(len(words) - 1) if words[i:i + 2] == ["tng", "compress"])
@@ -172,7 +172,7 @@ def actor_cpus(cluster_cpus: float, workers: int) -> float:
     the sizing rule of every job (its real code)."""
     import ray
 
-    from pipeline import run
+    from tng.pipeline import run
 
     real = ray.cluster_resources
     ray.cluster_resources = lambda: {"CPU": cluster_cpus}
@@ -497,9 +497,9 @@ def test_dockerfile_rules(name: str) -> None:
     assert dockerfile_problems(text, torch_pin()) == []
     assert "COPY infra/ops" in text  # the entrypoints and the CronJob run /opt/tng/ops/*.py
     # `pip install .` in the image needs every package pyproject lists.
-    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
-    for package in packages:
-        assert re.search(rf"^COPY (--\S+ )*{package} \./{package}$", text, re.M), package
+    folders = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values()
+    for folder in folders:
+        assert re.search(rf"^COPY (--\S+ )*{folder} \./{folder}$", text, re.M), folder
 
 
 def test_lock_covers_pyproject() -> None:

@@ -16,9 +16,9 @@ import pytest
 from PIL import Image, ImageCms
 
 from conftest import ROOT, SAMPLES
-from codec import TNGError
-from codec.jpeg_transcode import CODEC, describe, jpeg_info, recompress, restore, store_jpeg
-from jobs.cli import main
+from tng.codec import TNGError
+from tng.codec.jpeg_transcode import CODEC, describe, jpeg_info, recompress, restore, store_jpeg
+from tng.jobs.cli import main
 
 ARITHMETIC = ROOT / "tests" / "data" / "arithmetic.jpg"
 
@@ -114,7 +114,7 @@ def test_exact_or_not_done(monkeypatch):
 def test_never_grows_and_keep_keeps(monkeypatch):
     jpeg = transcodable()["gray.jpg"]
     assert store_jpeg(jpeg, "keep") == type(store_jpeg(jpeg, "keep"))("source", jpeg, "kept as it is (--jpeg keep)")
-    from codec import jpeg_transcode
+    from tng.codec import jpeg_transcode
 
     monkeypatch.setattr(jpeg_transcode, "recompress", lambda data: data + b"more")
     stored = store_jpeg(jpeg, "lossless")
@@ -248,8 +248,8 @@ def test_info_and_report_show_bytes_per_codec(ray_local, jpegs, tmp_path, capsys
 # ---------------------------------------------------------------------------------------------- JPEG XL as a baseline
 
 def test_jpeg_xl_baseline_sweeps_distances(small_photo):
-    from evaluation.measure import JXL_DISTANCES, baseline_encoders, sweep
-    from jobs.report import parse_baselines
+    from tng.evaluation.measure import JXL_DISTANCES, baseline_encoders, sweep
+    from tng.jobs.report import parse_baselines
 
     assert parse_baselines("jpeg,jxl") == ("JPEG", "JPEG XL")
     enc = baseline_encoders(1, ("JPEG XL",))

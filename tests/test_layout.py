@@ -13,13 +13,17 @@ FORBIDDEN = {"codec": {"evaluation", "jobs", "pipeline"}, "evaluation": {"jobs",
 
 
 def imported_packages(path: Path) -> set[str]:
-    """Top-level names of every absolute import in one file."""
+    """The project packages (`tng.X` -> X) and other top-level names every absolute import in one file names."""
+    def package(dotted: str) -> str:
+        parts = dotted.split(".")
+        return parts[1] if parts[0] == "tng" and len(parts) > 1 else parts[0]
+
     names = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            names |= {a.name.split(".")[0] for a in node.names}
+            names |= {package(a.name) for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
+            names.add(package(node.module) if node.module != "tng" else node.names[0].name)
     return names
 
 
@@ -30,3 +34,14 @@ def test_package_imports_only_downward(package: str) -> None:
     wrong = {str(f.relative_to(ROOT)): sorted(imported_packages(f) & FORBIDDEN[package]) for f in files}
     assert {f: w for f, w in wrong.items() if w} == {}
 
+
+
+def test_installed_as_one_tng_namespace() -> None:
+    """pyproject.toml maps the folders under `tng`: that name is importable, the folder names are not."""
+    import importlib.util
+
+    import tng.codec
+
+    assert Path(tng.codec.__file__).parent == ROOT / "codec"
+    assert {name: importlib.util.find_spec(name) for name in ("codec", "evaluation", "jobs", "pipeline")} == dict.fromkeys(
+        ("codec", "evaluation", "jobs", "pipeline"))

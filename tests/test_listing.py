@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import SAMPLES
 
-from jobs.cli import main
-from pipeline import listing
-from pipeline.inventory import manifest_dataset
-from pipeline.pending import RESOLVED, TAGGED, _resolve_partition
+from tng.jobs.cli import main
+from tng.pipeline import listing
+from tng.pipeline.inventory import manifest_dataset
+from tng.pipeline.pending import RESOLVED, TAGGED, _resolve_partition
 
 
 def _rows(ds) -> list[dict]:
@@ -267,7 +267,7 @@ def test_resolve_without_incremental_does_every_listed_key():
 
 
 def test_load_batch_skips_the_archived_content(tmp_path):
-    from pipeline.stages import load_batch
+    from tng.pipeline.stages import load_batch
 
     shutil.copy(SAMPLES / "chelsea.png", tmp_path / "a.png")
     shutil.copy(SAMPLES / "chelsea.png", tmp_path / "b.png")

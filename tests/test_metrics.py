@@ -1,7 +1,7 @@
 """PSNR and MS-SSIM: the quality columns of every report."""
 import numpy as np
 
-from codec import ms_ssim, psnr
+from tng.codec import ms_ssim, psnr
 
 
 def test_psnr_known_values():

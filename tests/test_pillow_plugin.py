@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image, UnidentifiedImageError
 
-import codec  # noqa: F401  (registers the plugin)
-from codec import Codec
-from codec.registry import DEFAULT_MODEL_ID
+import tng.codec  # noqa: F401  (registers the plugin)
+from tng.codec import Codec
+from tng.codec.registry import DEFAULT_MODEL_ID
 
 GOLDEN = Path(__file__).parent / "golden"
 EXPECTED = json.loads((GOLDEN / "expected.json").read_text())
@@ -54,7 +54,7 @@ def test_save_writes_files_tng_decodes(small_photo, tmp_path):
     with Image.open(path) as im:
         assert im.mode == "RGBA" and im.info["quality"] == 5.5 and im.info["exif"] == dec.exif
         assert np.array_equal(np.asarray(im), np.asarray(dec.image))
-    from codec import image_bytes  # what `tng decode a.tng b.tng` writes: a .tng again, metadata and alpha kept
+    from tng.codec import image_bytes  # what `tng decode a.tng b.tng` writes: a .tng again, metadata and alpha kept
 
     again = Codec(device="cpu").decode(image_bytes(dec.image, "TNG", dec.exif, dec.icc_profile))
     assert again.exif == dec.exif and again.alpha is not None and again.header.quality == 4.0

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from conftest import SAMPLES
-from codec.registry import DEFAULT_MODEL_ID
-from jobs.cli import main
+from tng.codec.registry import DEFAULT_MODEL_ID
+from tng.jobs.cli import main
 
 
 def _starved_jpeg() -> bytes:
@@ -98,7 +98,7 @@ def test_incremental_skips_unchanged_and_redoes_changed(ray_local, src, tmp_path
     for r in table:
         ok_per_key.setdefault((r["key"], r["source_sha256"]), []).append(r["status"])
     assert all(s.count("ok") <= 1 for s in ok_per_key.values())
-    from pipeline.archive import current_rows, open_fs, read_rows
+    from tng.pipeline.archive import current_rows, open_fs, read_rows
 
     fs, root = open_fs(str(out))
     current = {r["key"]: r for r in current_rows(read_rows(fs, root)).to_pylist()}
@@ -133,7 +133,7 @@ def test_incremental_trusts_the_listing_and_follows_the_current_row(ray_local, s
     capsys.readouterr()
     assert main(["compress", str(src), str(out), "--workers", "1", "--incremental"]) == 0
     assert "4 processed, 3 unchanged" in capsys.readouterr().out
-    from pipeline.archive import current_rows, open_fs, read_rows
+    from tng.pipeline.archive import current_rows, open_fs, read_rows
 
     fs, root = open_fs(str(out))
     current = {r["key"]: r for r in current_rows(read_rows(fs, root)).to_pylist()}
@@ -182,8 +182,8 @@ def test_decompress_and_audit(ray_local, src, tmp_path, capsys):
 
 
 def test_decompress_refuses_keys_outside_out(tmp_path):
-    from jobs.common import RunError
-    from jobs.decompress import safe_target
+    from tng.jobs.common import RunError
+    from tng.jobs.decompress import safe_target
 
     for key in ["../evil.png", "/etc/passwd", "a/../../b.png", "a//b.png", ""]:
         with pytest.raises(RunError):
@@ -219,7 +219,7 @@ def test_decompress_skips_unsafe_keys_and_writes_the_rest(ray_local, src, tmp_pa
 
 def test_max_error_share_fails_the_run_and_keeps_the_rows(ray_local, src, tmp_path, capsys):
     """3 of the 7 files are errors: a share of 0.5 passes, 0.1 fails the command; rows are written both times."""
-    from pipeline.run import task_remote_args
+    from tng.pipeline.run import task_remote_args
 
     assert task_remote_args() == {"num_cpus": 0}  # no `tng_task` on a local Ray: tasks go anywhere
     assert main(["compress", str(src), str(tmp_path / "a"), "--workers", "1", "--max-error-share", "0.5"]) == 0
@@ -275,7 +275,7 @@ def test_load_and_decode_refuse_bombs_before_allocation(src):
     """The pipeline's own stages, without Ray: a source whose header claims 60000x60000 and an archive
     row whose stream does are refused with the reason before any pixel buffer is allocated."""
     from conftest import allocation_peak, bomb_stream
-    from pipeline import stages
+    from tng.pipeline import stages
 
     png = bytearray((SAMPLES / "chelsea.png").read_bytes())
     png[16:24] = struct.pack(">II", 60000, 60000)  # IHDR width and height
@@ -297,8 +297,8 @@ def test_load_and_decode_refuse_bombs_before_allocation(src):
 def test_a_failing_image_in_a_batch_gets_the_only_error_row(src, monkeypatch):
     """The actor alone: one image that makes the network fail takes the batch down to image-by-image
     coding, and only that image's row is an error."""
-    from codec import Codec
-    from pipeline import stages
+    from tng.codec import Codec
+    from tng.pipeline import stages
 
     keys = ["cat.png", "deep/alpha.png", "deep/er/cup.jpg"]
     batch = stages.load_batch({"key": keys, "source_uri": [str(src / k) for k in keys], "source_version": [""] * 3},
@@ -356,7 +356,7 @@ def test_stale_temporaries_of_killed_runs_are_removed(tmp_path):
     import os
     import time
 
-    from pipeline.archive import open_fs, remove_stale_temporaries
+    from tng.pipeline.archive import open_fs, remove_stale_temporaries
 
     shards = tmp_path / "archive" / "shards"
     shards.mkdir(parents=True)
@@ -373,8 +373,8 @@ def test_stale_temporaries_of_killed_runs_are_removed(tmp_path):
 def test_compress_actor_encodes_a_batch_in_bounded_chunks(src, monkeypatch):
     """The actor alone (no Ray): every row of a batch comes out, in order, whether its images are
     encoded together or, with a small CHUNK_PIXELS, a few at a time."""
-    from codec import Codec
-    from pipeline import stages
+    from tng.codec import Codec
+    from tng.pipeline import stages
 
     keys = sorted(str(p.relative_to(src)) for p in src.rglob("*") if p.is_file())
     batch = stages.load_batch({"key": keys, "source_uri": [str(src / k) for k in keys], "source_version": [""] * len(keys)},

@@ -49,7 +49,7 @@ def cluster(request):
 def compress_args(src, dst, address: str) -> argparse.Namespace:
     """2 workers of 2 threads on 2 + 2 CPUs: one codec actor fills each node (the layout whose load
     tasks never ran while they still asked for CPU)."""
-    from jobs.cli import parser
+    from tng.jobs.cli import parser
 
     return parser().parse_args(["compress", str(src), str(dst), "--address", address, "--workers", "2",
                                 "--batch-size", "1", "--rows-per-shard", "1"])
@@ -63,7 +63,7 @@ def _actor_nodes() -> set[str]:
 
 
 def test_losing_a_node_mid_run_keeps_one_ok_row_per_key(cluster, tmp_path):
-    from jobs.compress import compress
+    from tng.jobs.compress import compress
 
     src, dst = tmp_path / "src", tmp_path / "archive"
     make_images(src, N_IMAGES)
@@ -103,8 +103,8 @@ def test_a_head_kept_to_the_driver_gets_no_tasks(cluster, tmp_path):
     """As infra/ lays a cluster out: the head offers no CPU and no `tng_task`, the workers both.
     Load and write tasks then ask for a `tng_task` each, so none can land on the head, and the run
     completes on the worker (a task that could not be placed would hang, and fail the test)."""
-    from jobs.compress import compress
-    from pipeline.run import TASK_RESOURCE, task_remote_args
+    from tng.jobs.compress import compress
+    from tng.pipeline.run import TASK_RESOURCE, task_remote_args
 
     assert task_remote_args() == {"num_cpus": 0, "resources": {TASK_RESOURCE: 1}}
     src, dst = tmp_path / "src", tmp_path / "archive"

@@ -80,7 +80,7 @@ class Archive:
     """The archive under test, local or on S3: its URL and the filesystem to look at it with."""
 
     def __init__(self, url: str):
-        from pipeline.archive import open_fs
+        from tng.pipeline.archive import open_fs
 
         self.url = url
         self.fs, self.root = open_fs(url)
@@ -156,7 +156,7 @@ def test_killed_run_then_rerun_archives_each_key_once(tmp_path, destination):
     rows = dst.rows()  # plain pyarrow: every shard of every run
     ok = [(r["key"], r["source_sha256"]) for r in rows if r["status"] == "ok"]
     assert len(ok) == len(set(ok)) == N_IMAGES  # no key archived twice for the same content
-    from pipeline.archive import current_rows, read_rows
+    from tng.pipeline.archive import current_rows, read_rows
 
     current = current_rows(read_rows(dst.fs, dst.root)).to_pylist()
     assert sorted(r["key"] for r in current) == sorted(p.name for p in src.iterdir())

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from jobs.cli import main
+from tng.jobs.cli import main
 
 SECTIONS = ["summary", "codecs", "distributions", "formats", "resolutions", "worst", "errors", "rd-study"]
 ODD_KEY = "<i>odd</i> & name.png"  # must be escaped in HTML
@@ -125,8 +125,8 @@ def test_breakdowns_errors_and_worst(archive, report):
 
 
 def test_rd_study(report):
-    from evaluation.curves import bd_results
-    from evaluation.measure import JXL_DISTANCES
+    from tng.evaluation.curves import bd_results
+    from tng.evaluation.measure import JXL_DISTANCES
 
     out, s = report
     st = s["rd_study"]
@@ -158,7 +158,7 @@ def test_rd_study(report):
 def test_rd_sample_is_spread_and_reproducible():
     import pandas as pd
 
-    from jobs.report import sample_rows
+    from tng.jobs.report import sample_rows
 
     df = pd.DataFrame({"key": [f"k{i:03d}" for i in range(100)]})
     a, b = sample_rows(df, 10, seed=3), sample_rows(df, 10, seed=3)
@@ -169,7 +169,7 @@ def test_rd_sample_is_spread_and_reproducible():
 
 def test_bd_rates_on_known_curves():
     """The report's BD path (evaluation.curves.bd_results) on curves whose answer is known in closed form."""
-    from evaluation.curves import bd_results
+    from tng.evaluation.curves import bd_results
 
     anchor = [{"setting": q, "bpp": r, "psnr": 30 + 4 * np.log(r / 0.3), "msssim": 1 - 0.05 * (0.3 / r)}
               for q, r in enumerate([0.15, 0.3, 0.5, 0.8, 1.2], 1)]

@@ -55,7 +55,7 @@ def test_jobs_survive_s3_faults(s3, tmp_path):
 
 
 def test_a_source_gone_between_listing_and_reading_is_an_error_row(tmp_path):
-    from pipeline import stages
+    from tng.pipeline import stages
 
     make_images(tmp_path / "src", 2)
     keys = sorted(p.name for p in (tmp_path / "src").iterdir())

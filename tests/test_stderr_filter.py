@@ -11,7 +11,7 @@ import termios
 import textwrap
 from pathlib import Path
 
-from jobs.stderr_filter import NOISE, _pipe_like, split_for_forwarding
+from tng.jobs.stderr_filter import NOISE, _pipe_like, split_for_forwarding
 
 ROOT = Path(__file__).resolve().parents[1]
 # as Ray 2.60's driver writes it (one write, newline included)
@@ -42,7 +42,7 @@ def test_split_drops_the_line_and_keeps_the_rest():
 
 SCRIPT = textwrap.dedent("""
     import os, sys
-    from jobs.stderr_filter import filtered_stderr
+    from tng.jobs.stderr_filter import filtered_stderr
     line = sys.stdin.buffer.read()
     print("before", file=sys.stderr, flush=True)
     with filtered_stderr():
@@ -63,7 +63,7 @@ def test_the_line_never_reaches_stderr_and_nothing_else_is_lost():
 def test_stdout_and_stderr_keep_their_order_when_they_are_one_file(tmp_path):
     script = textwrap.dedent("""
         import os, sys
-        from jobs.stderr_filter import filtered_stderr
+        from tng.jobs.stderr_filter import filtered_stderr
         with filtered_stderr():
             for i in range(50):
                 print(f"out {i}", flush=True)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from jobs.cli import main
+from tng.jobs.cli import main
 
 
 def _losses(text: str) -> list[float]:
@@ -51,8 +51,8 @@ def test_train_checkpoints_resumes_and_learns(tmp_path, capsys, monkeypatch):
     models.mkdir()
     assert main(["export", str(out / "last.pt"), str(weights), "--model-id", "1000", "--name", "tiny-test"]) == 0
     assert "model id 1000 (tiny-test), step 50" in capsys.readouterr().out
-    from codec import Codec
-    from codec.registry import load_weights
+    from tng.codec import Codec
+    from tng.codec.registry import load_weights
 
     lm = load_weights(weights)
     assert (lm.model_id, lm.name) == (1000, "tiny-test") and lm.metadata["steps"] == "50"
@@ -75,8 +75,8 @@ def test_fine_tune_from_shipped_weights(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "initialised from model 1" in out
     ck = torch.load(tmp_path / "ft" / "last.pt", weights_only=True)
-    from codec.model import LAMBDAS, LEGACY_LAMBDAS, remap_levels
-    from codec.registry import export_weights, load_model, load_weights
+    from tng.codec.model import LAMBDAS, LEGACY_LAMBDAS, remap_levels
+    from tng.codec.registry import export_weights, load_model, load_weights
 
     m1 = load_model(1)
     assert (ck["n"], ck["m"]) == (m1.net.n, m1.net.m)
@@ -89,7 +89,7 @@ def test_fine_tune_from_shipped_weights(tmp_path, capsys):
     export_weights(ck["model"], ck["n"], ck["m"], 99, tmp_path / "ft.safetensors", "ft")
     ft = load_weights(tmp_path / "ft.safetensors")
     assert ft.lambdas == LAMBDAS
-    from codec import TNGError
+    from tng.codec import TNGError
 
     ft.metadata["lambdas"] = "0.1,oops"  # a damaged table is named, not a bare ValueError
     with pytest.raises(TNGError, match="bad λ table"):
@@ -97,7 +97,7 @@ def test_fine_tune_from_shipped_weights(tmp_path, capsys):
 
 
 def test_remap_levels_is_linear_in_log_lambda():
-    from codec.model import remap_levels
+    from tng.codec.model import remap_levels
 
     old = (1.0, 2.0, 4.0)
     table = torch.tensor([[0.0, 10.0], [1.0, 20.0], [3.0, 20.0]])
@@ -111,9 +111,9 @@ def test_two_ray_workers_keep_identical_weights_and_resume_both_ways(tmp_path, c
     """DDP on 2 CPU workers under a real local Ray; checkpoints resume in either mode."""
     import ray
 
-    from jobs.cli import parser
-    from jobs.train import weights_digest
-    from jobs.train_ray import train_ray
+    from tng.jobs.cli import parser
+    from tng.jobs.train import weights_digest
+    from tng.jobs.train_ray import train_ray
 
     data = tmp_path / "data"
     data.mkdir()
@@ -151,8 +151,8 @@ def test_a_workers_train_error_reaches_the_user_as_its_own_line(tmp_path, capsys
     back from a Ray Train worker."""
     from ray.train import WorkerGroupError
 
-    from jobs.common import RunError
-    from jobs.train_ray import _failure_reason
+    from tng.jobs.common import RunError
+    from tng.jobs.train_ray import _failure_reason
 
     assert main(["train", str(tmp_path / "none"), str(tmp_path / "out"), "--steps", "1"]) == 1
     assert capsys.readouterr().err == f"tng: error: no readable images under {tmp_path / 'none'}\n"
@@ -162,7 +162,7 @@ def test_a_workers_train_error_reaches_the_user_as_its_own_line(tmp_path, capsys
 
 
 def test_quality_samples_weigh_every_level_the_same():
-    from jobs.train import sample_qualities
+    from tng.jobs.train import sample_qualities
 
     torch.manual_seed(0)
     q = sample_qualities(200_000, "cpu")
@@ -173,8 +173,8 @@ def test_quality_samples_weigh_every_level_the_same():
 
 
 def test_rounded_rate_is_the_rate_of_the_coded_latents_and_trains():
-    from codec.entropy_models import SCALE_LEVELS, SCALE_MIN, SCALE_STEP, Z_RADIUS, GaussianConditional
-    from codec.model import TNGModel
+    from tng.codec.entropy_models import SCALE_LEVELS, SCALE_MIN, SCALE_STEP, Z_RADIUS, GaussianConditional
+    from tng.codec.model import TNGModel
 
     torch.manual_seed(0)
     net = TNGModel(16, 16)
@@ -198,7 +198,7 @@ def test_rounded_rate_is_the_rate_of_the_coded_latents_and_trains():
 
 
 def test_rounded_rate_predicts_the_file_size_and_the_noisy_estimate_does_not(codec):
-    from codec.registry import DEFAULT_MODEL_ID, load_model
+    from tng.codec.registry import DEFAULT_MODEL_ID, load_model
 
     sample = Path(__file__).parents[1] / "samples" / "astronaut.png"
     rgb = np.asarray(Image.open(sample).convert("RGB"))[:256, 128:384].copy()

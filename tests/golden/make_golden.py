@@ -20,7 +20,7 @@ from PIL import Image
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
-from codec import Codec, open_image  # noqa: E402
+from tng.codec import Codec, open_image  # noqa: E402
 
 
 def cases() -> dict[str, tuple[bytes, dict]]:
