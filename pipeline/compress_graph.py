@@ -104,7 +104,9 @@ def pending_sources(src: str, dst: str, storage_options: dict,
     from tng.pipeline.listing import ListingError
 
     try:
-        todo, listed, archive_keys = _todo(src, dst, storage_options, settings)
+        todo, n, listed, archive_keys = _todo(src, dst, storage_options, settings)
+        # Up to 200 blocks: load tasks run side by side and shards are written while the run goes on.
+        return (todo.repartition(min(n, 200)).materialize() if n else todo), n, listed, archive_keys
     except ListingError as e:
         raise RunError(str(e)) from None
     except Exception as e:  # a listing task failed: Ray wraps its exception, twice
@@ -112,13 +114,11 @@ def pending_sources(src: str, dst: str, storage_options: dict,
             e = inner
         first_line = str(e).splitlines()[0] if str(e) else ""
         raise RunError(f"cannot list {settings.listing or src}: {type(e).__name__}: {first_line}") from None
-    n = todo.count()
-    # Up to 200 blocks: load tasks run side by side and shards are written while the run goes on.
-    return (todo.repartition(min(n, 200)).materialize() if n else todo), n, listed, archive_keys
 
 
-def _todo(src: str, dst: str, opts: dict, settings: CompressSettings) -> tuple[Dataset, int, int | None]:
-    """(the rows to do, materialized; keys listed; keys in the archive after the run, or None)."""
+def _todo(src: str, dst: str, opts: dict, settings: CompressSettings) -> tuple[Dataset, int, int, int | None]:
+    """(the rows to do, lazily over materialized data; how many; keys listed; keys in the archive after
+    the run, or None)."""
     from tng.pipeline.archive import open_fs, shard_paths
     from tng.pipeline.inventory import manifest_dataset
     from tng.pipeline.listing import listing_dataset
@@ -129,11 +129,11 @@ def _todo(src: str, dst: str, opts: dict, settings: CompressSettings) -> tuple[D
     listed = listing.count()
     if not settings.listing and not shard_paths(*open_fs(dst, opts)):
         # a first run, listed by tasks: keys unique, nothing to compare with
-        return listing.map_batches(_as_todo, batch_format="pyarrow").materialize(), listed, None
+        return listing.map_batches(_as_todo, batch_format="pyarrow"), listed, listed, None
     resolved = resolve(listing, dst, opts, incremental=settings.incremental, listed=listed).materialize()
-    counts = resolved.sum(["listed", "in_archive"])
-    todo = resolved.map_batches(_todo_only, batch_format="pyarrow").materialize()
-    return todo, int(counts["sum(listed)"]), int(counts["sum(in_archive)"])
+    counts = resolved.sum(["todo", "listed", "in_archive"])
+    return (resolved.map_batches(_todo_only, batch_format="pyarrow"), int(counts["sum(todo)"]),
+            int(counts["sum(listed)"]), int(counts["sum(in_archive)"]))
 
 
 def _as_todo(t):

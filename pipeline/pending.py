@@ -27,6 +27,7 @@ from .archive import SCHEMA, current_rows, open_fs, shard_paths
 
 PARTITION_ROWS = 50_000  # listing rows per partition: a partition is resolved in one task's memory
 MAX_SHUFFLE_PARTITIONS = 64
+SHARD_ROWS = 1000  # rows in a shard, for sizing partitions: the default --rows-per-shard, which few exceed
 ARCHIVE_COLUMNS = ["key", "source_sha256", "source_bytes", "source_version", "status", "encoded_at"]
 TAGGED = pa.schema([("part", pa.int32()), ("listed", pa.bool_()), ("key", pa.string()), ("source_uri", pa.string()),
                     ("size", pa.int64()), ("version", pa.string()), ("sha256", pa.string()), ("status", pa.string()),
@@ -44,7 +45,7 @@ def resolve(listing, archive_url: str, storage_options: dict, *, incremental: bo
     """Every key of the listing and the archive once, with `todo` and the archived sha256 (see the
     module docstring). Without `incremental` every listed key is todo."""
     shards = shard_paths(*open_fs(archive_url, storage_options))
-    parts = partitions_for(listed + len(shards) * 1000)
+    parts = partitions_for(listed + len(shards) * SHARD_ROWS)
     tagged = listing.map_batches(_tag_listing, fn_kwargs={"parts": parts}, batch_format="pyarrow")
     if shards:
         tagged = tagged.union(_shard_dataset(shards).map_batches(
