@@ -22,6 +22,7 @@ from torch import nn
 
 from .entropy_models import FactorizedPrior, GaussianConditional
 from .intnet import HyperSynthesis
+from .intsynth import QuantSynthesis
 from .layers import GDN
 
 LEVELS = 8
@@ -75,10 +76,15 @@ def _interp(table: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return table[lo] * (1 - t) + table[lo + 1] * t
 
 
+SYNTHESES = ("exact", "int8")  # how a decoder runs g_s: exactsynth.py, or intsynth.py (model 7 on)
+
+
 class TNGModel(nn.Module):
-    def __init__(self, n: int = 96, m: int = 160):
+    def __init__(self, n: int = 96, m: int = 160, synthesis: str = "exact"):
         super().__init__()
-        self.n, self.m = n, m
+        if synthesis not in SYNTHESES:
+            raise ValueError(f"unknown synthesis {synthesis!r}")
+        self.n, self.m, self.synthesis = n, m, synthesis
         self.g_a = nn.Sequential(_conv(3, n), GDN(n), _conv(n, n), GDN(n), _conv(n, n), GDN(n), _conv(n, m))
         self.g_s = nn.Sequential(
             _deconv(m, n), GDN(n, True), _deconv(n, n), GDN(n, True), _deconv(n, n), GDN(n, True), _deconv(n, 3)
@@ -93,6 +99,8 @@ class TNGModel(nn.Module):
         init = torch.tensor([0.5 * math.log(l / LAMBDAS[3]) for l in LAMBDAS]).unsqueeze(1).repeat(1, m)
         self.log_gain = nn.Parameter(init.clone())
         self.log_inv_gain = nn.Parameter(-init.clone())
+        if synthesis == "int8":  # the activation steps of the 8-bit synthesis (calibrated, then fixed)
+            self.int8 = QuantSynthesis([m, n, n, n])
 
     def gains(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(gain, inverse gain) of shape (B, M, 1, 1) for qualities q (B,)."""
@@ -118,8 +126,22 @@ class TNGModel(nn.Module):
         r_hat = self.y_prior.quantize(y, "round", mean)
         r_rate = r_hat if rounded_rate else self.y_prior.quantize(y, "noise", mean)
         bits_y, bits_z = self.bits(r_rate, scale, z_rate)
-        x_hat = self.g_s(self.y_prior.dequantize(r_hat, mean) * inv_gain).float()
+        x_hat = self.synthesise(self.y_prior.dequantize(r_hat, mean) * inv_gain)
         return {"x_hat": x_hat, "bits_y": bits_y, "bits_z": bits_z}
+
+    @torch.no_grad()
+    def synthesis_input(self, x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """The inverse-gained quantised latents ŷ that the synthesis receives for images x at qualities q."""
+        gain, inv_gain = self.gains(q)
+        y = self.g_a(x).float() * gain
+        mean, _ = self.entropy_parameters(self.z_prior.quantize(self.h_a(y).float(), "round"))
+        return self.y_prior.dequantize(self.y_prior.quantize(y, "round", mean), mean) * inv_gain
+
+    def synthesise(self, y: torch.Tensor) -> torch.Tensor:
+        """x̂ from inverse-gained latents, as the decoder's synthesis computes it (int8: straight-through)."""
+        if self.synthesis == "int8":
+            return self.int8(self.g_s, y)
+        return self.g_s(y).float()
 
     def entropy_parameters(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, scale) of every latent from the hyper-latents (float path, straight-through)."""

@@ -26,6 +26,7 @@ from .entropy_models import EntropyModel
 from .errors import TNGError
 from .exactsynth import ExactSynthesis
 from .intnet import WEIGHT_BITS
+from .intsynth import Int8Synthesis, integer_tensors
 from .model import LAMBDAS, LEGACY_LAMBDAS, TNGModel
 
 SHIPPED_DIR = Path(__file__).parent / "weights"
@@ -42,7 +43,8 @@ class LoadedModel:
     # entropy models hold the stored integer tables
     hyper: list[tuple[torch.Tensor, torch.Tensor, dict]]  # integer hyper-synthesis
     metadata: dict[str, str]
-    synth: ExactSynthesis  # the decoder's integer synthesis, derived from net at load
+    synth: ExactSynthesis | Int8Synthesis  # the decoder's integer synthesis: derived from net at load
+    # (exact), or stored in the file (int8)
 
     @property
     def lambdas(self) -> tuple[float, ...]:
@@ -105,8 +107,13 @@ def load_weights(path: str | os.PathLike) -> LoadedModel:
             tensors[k] = fh.get_tensor(k)
     if meta.get("format") != WEIGHTS_FORMAT:
         raise TNGError(f"{path} is not a TNG weights file")
-    net = TNGModel(int(meta["n"]), int(meta["m"]))
-    floats = {k: v.float() for k, v in tensors.items() if k.split(".")[0] in ("g_a", "g_s", "h_a", "z_prior", "log_gain", "log_inv_gain")}
+    synthesis = meta.get("synthesis", "exact")
+    try:
+        net = TNGModel(int(meta["n"]), int(meta["m"]), synthesis)
+    except ValueError as e:
+        raise TNGError(f"weights file {path}: {e} (a newer TNG wrote it?)") from None
+    floats = {k: v.float() for k, v in tensors.items()
+              if k.split(".")[0] in ("g_a", "g_s", "h_a", "z_prior", "log_gain", "log_inv_gain", "int8")}
     missing, unexpected = net.load_state_dict(floats, strict=False)
     if unexpected or any(not k.startswith("h_s.") for k in missing):
         raise TNGError(f"weights file {path} does not match the model (missing {missing[:3]})")
@@ -120,16 +127,22 @@ def load_weights(path: str | os.PathLike) -> LoadedModel:
         kw = {"transposed": layer.transposed, "stride": layer.stride, "pad": layer.pad}
         hyper.append((w.to(torch.int64), b.to(torch.int64), kw))
     net.eval().requires_grad_(False)
+    net.g_a.to(memory_format=torch.channels_last)  # the analysis runs channels-last (coder.py)
     for kind, model in _entropy_models(net).items():
         model.load_tables({name: tensors[f"{kind}_{name}"].numpy() for name in model.TABLE_NAMES})
+    if synthesis == "int8":
+        synth = Int8Synthesis({k: v for k, v in tensors.items() if k.startswith("s8.")}, net.log_inv_gain)
+    else:
+        synth = ExactSynthesis(net.g_s, net.log_inv_gain)
     return LoadedModel(int(meta["model_id"]), meta.get("name", path.stem), hashlib.sha256(raw).digest()[:4], net,
-                       hyper, meta, ExactSynthesis(net.g_s, net.log_inv_gain))
+                       hyper, meta, synth)
 
 
 def export_weights(state: dict[str, torch.Tensor], n: int, m: int, model_id: int, path: str | os.PathLike,
                    name: str, extra_metadata: dict[str, str] | None = None) -> None:
     """Turn a training state_dict into a self-contained weights file (see module docstring)."""
-    net = TNGModel(n, m)
+    synthesis = "int8" if any(k.startswith("int8.") for k in state) else "exact"
+    net = TNGModel(n, m, synthesis)
     net.load_state_dict(state)
     out: dict[str, torch.Tensor] = {}
     for k, v in net.state_dict().items():
@@ -137,8 +150,15 @@ def export_weights(state: dict[str, torch.Tensor], n: int, m: int, model_id: int
         if part in ("g_a", "g_s", "h_a"):
             keep32 = ".beta" in k or ".gamma" in k  # GDN parameters are small: keep full precision
             out[k] = v.float() if keep32 else v.half()
-        elif part in ("z_prior", "log_gain", "log_inv_gain"):
+        elif part in ("z_prior", "log_gain", "log_inv_gain", "int8"):
             out[k] = v.float()
+    if synthesis == "int8":  # the decoder's integer network, from the exported float one
+        g_s = net.g_s
+        for k, v in net.state_dict().items():  # the fp16 weights as stored are the ones quantised
+            if k.startswith("g_s.") and k in out and out[k].dtype == torch.float16:
+                g_s.get_parameter(k[4:]).data.copy_(out[k].float())
+        out.update(integer_tensors(g_s, net.int8))
+        Int8Synthesis({k: v for k, v in out.items() if k.startswith("s8.")}, net.log_inv_gain)  # bounds hold
     for i, (w, b, _) in enumerate(net.h_s.export()):
         if w.abs().max() >= 2**15:
             raise ValueError(f"hyper-synthesis layer {i} weights out of int16 range")
@@ -147,6 +167,6 @@ def export_weights(state: dict[str, torch.Tensor], n: int, m: int, model_id: int
     for kind, model in _entropy_models(net).items():
         out.update({f"{kind}_{name}": torch.from_numpy(t) for name, t in model.export_tables().items()})
     meta = {"format": WEIGHTS_FORMAT, "model_id": str(model_id), "name": name, "n": str(n), "m": str(m),
-            "lambdas": ",".join(repr(v) for v in LAMBDAS)}  # the table training used (model.LAMBDAS)
+            "lambdas": ",".join(repr(v) for v in LAMBDAS), "synthesis": synthesis}  # the table training used (model.LAMBDAS)
     meta.update(extra_metadata or {})
     save_file({k: v.contiguous() for k, v in out.items()}, str(path), metadata=meta)

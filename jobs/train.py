@@ -225,26 +225,54 @@ def _initial_model(args: argparse.Namespace, ck: dict | None, device: str, say: 
     """A fresh model of a checkpoint's size (its weights are loaded with the optimiser's), or of
     shipped weights (--init), or of --n/--m."""
     if ck:
-        return TNGModel(ck["n"], ck["m"]).to(device)
+        model = TNGModel(ck["n"], ck["m"], ck.get("synthesis", "exact")).to(device)
+        if args.stage == "int8-synthesis":
+            model.requires_grad_(False).g_s.requires_grad_(True)
+        return model
     if args.init:
-        return _fine_tuning_start(args.init, say).to(device)
+        return _fine_tuning_start(args.init, say, args.stage, args.data).to(device)
+    if args.stage != "rd":
+        raise RunError(f"--stage {args.stage} fine-tunes existing weights: give --init (or --resume)")
     return TNGModel(args.n, args.m).to(device)
 
 
-def _fine_tuning_start(init: str, say: Callable[..., None]) -> TNGModel:
-    """A trainable copy of shipped weights (a model id or a .safetensors file), gains moved to our λ table."""
+def _fine_tuning_start(init: str, say: Callable[..., None], stage: str = "rd", data: str | None = None) -> TNGModel:
+    """A trainable copy of shipped weights (a model id or a .safetensors file), gains moved to our λ table.
+    Stage int8-synthesis: the copy gets the 8-bit synthesis, calibrated on the training images when
+    the weights had none, and only g_s is left trainable (quantisation-aware fine-tuning)."""
     from tng.codec.registry import load_model, load_weights
 
     loaded = load_weights(init) if init.endswith(".safetensors") else load_model(int(init))
-    model = TNGModel(loaded.net.n, loaded.net.m)
-    model.load_state_dict(loaded.net.state_dict())
+    synthesis = "int8" if stage == "int8-synthesis" else loaded.net.synthesis
+    model = TNGModel(loaded.net.n, loaded.net.m, synthesis)
+    model.load_state_dict(loaded.net.state_dict(), strict=loaded.net.synthesis == synthesis)
+    if synthesis == "int8" and loaded.net.synthesis != "int8":
+        calibrate_int8(model, load_images(data, limit=CALIBRATION_IMAGES))
+        say(f"int8 synthesis calibrated on {CALIBRATION_IMAGES} training images")
     if loaded.lambdas != LAMBDAS:  # gains trained for another λ table (models 1–4): move them to ours
         with torch.no_grad():
             for p in (model.log_gain, model.log_inv_gain):
                 p.copy_(remap_levels(p, loaded.lambdas, LAMBDAS))
         say(f"gain vectors moved from λ {loaded.lambdas[0]:.4g}–{loaded.lambdas[-1]:.4g} to {LAMBDAS[0]:.4g}–{LAMBDAS[-1]:.4g}")
     say(f"initialised from model {loaded.model_id} ({loaded.name})")
-    return model.train().requires_grad_(True)
+    model.train().requires_grad_(stage != "int8-synthesis")
+    if stage == "int8-synthesis":  # the bitstream stays model's own: only the decoder's network learns
+        model.g_s.requires_grad_(True)
+    return model
+
+
+CALIBRATION_IMAGES = 16
+
+
+def calibrate_int8(model: TNGModel, images: list[np.ndarray], crop: int = 256) -> None:
+    """Set the int8 synthesis' activation steps from centre crops of images at every quality level."""
+    latents = []
+    for im in images:
+        x = torch.from_numpy(center_crop(im, crop)).permute(2, 0, 1)[None].float().div_(255)
+        x = x[:, :, : x.shape[2] // STRIDE * STRIDE, : x.shape[3] // STRIDE * STRIDE]
+        if x.shape[2] and x.shape[3]:
+            latents += [model.synthesis_input(x, torch.tensor([float(q)])) for q in range(1, LEVELS + 1)]
+    model.int8.calibrate(model.g_s, latents)
 
 
 class Run:
@@ -320,7 +348,8 @@ class Run:
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
         torch.save({"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "step": self.step,
-                    "elapsed": self.elapsed, "n": self.model.n, "m": self.model.m}, tmp)
+                    "elapsed": self.elapsed, "n": self.model.n, "m": self.model.m,
+                    "synthesis": self.model.synthesis}, tmp)
         os.replace(tmp, path)  # a crash mid-write never leaves a broken checkpoint
 
     def validate(self) -> None:
@@ -359,6 +388,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", choices=("noise", "rounded"), default="noise",
                    help="rate estimate: of noisy latents (training from scratch), or of the rounded latents the "
                         "coder codes, with straight-through gradients (fine-tuning: the noisy estimate overstates low rates)")
+    p.add_argument("--stage", choices=("rd", "int8-synthesis"), default="rd",
+                   help="rd: train every part for rate and distortion; int8-synthesis: quantisation-aware "
+                        "fine-tuning of the 8-bit integer synthesis of --init's weights (the encoder and the "
+                        "bitstream stay as they are), for export as a new model id")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--checkpoint-minutes", type=float, default=5)

@@ -215,3 +215,41 @@ def test_rounded_rate_predicts_the_file_size_and_the_noisy_estimate_does_not(cod
             assert est < size < est * 1.03 + 64, (q, est, size)
             if q == 1.0:  # at low rates the noisy estimate is far off (2.65x on photo crops)
                 assert est_noisy > 1.5 * size, (est_noisy, size)
+
+
+def test_int8_synthesis_stage_tunes_only_the_decoder_and_exports_a_new_model(tmp_path, capsys, monkeypatch):
+    """`--stage int8-synthesis`: model 6's weights get a calibrated 8-bit synthesis; only g_s moves,
+    so streams keep model 6's bits; the export is an int8 model that codes and decodes; resume keeps the stage."""
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(4)
+    for i in range(2):
+        small = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((128, 128), Image.BICUBIC).save(data / f"{i}.png")
+    out = tmp_path / "qat"
+    common = ["--batch", "1", "--crop", "64", "--log-every", "1", "--stage", "int8-synthesis"]
+    assert main(["train", str(data), str(out), "--steps", "2", "--init", "6", "--lr", "1e-3", *common]) == 0
+    assert "int8 synthesis calibrated" in capsys.readouterr().out
+    ck = torch.load(out / "last.pt", weights_only=True)
+    assert ck["synthesis"] == "int8"
+    from tng.codec.registry import load_model, load_weights
+
+    m6 = load_model(6).net.state_dict()
+    for k, v in ck["model"].items():
+        if k.startswith("int8."):
+            continue
+        same = torch.equal(v, m6[k])
+        assert same != k.startswith("g_s."), k  # g_s trained, nothing else touched
+    assert main(["train", str(data), str(out), "--steps", "3", "--resume", str(out / "last.pt"), *common]) == 0
+    assert "at step 2" in capsys.readouterr().out
+    assert main(["export", str(out / "last.pt"), str(tmp_path / "q.safetensors"), "--model-id", "1001", "--name", "q"]) == 0
+    lm = load_weights(tmp_path / "q.safetensors")
+    assert lm.metadata["synthesis"] == "int8"
+    from tng.codec import Codec
+
+    img = np.asarray(Image.open(data / "0.png"))
+    enc = Codec(device="cpu", model=lm).encode(img, quality=3)
+    assert np.array_equal(Codec(device="cpu", model=lm).decode(enc.data).rgb, enc.reconstruction)
+    # without weights to start from the stage has nothing to quantise: one line, exit 1
+    assert main(["train", str(data), str(tmp_path / "x"), "--steps", "1", *common]) == 1
+    assert "give --init" in capsys.readouterr().err

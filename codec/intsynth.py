@@ -1,0 +1,318 @@
+"""The synthesis in 8-bit integers: int8 weights, 8-bit activations, int32 sums (models with
+`synthesis = "int8"`, from model 7 on). Exact like `exactsynth.py`, and built for integer hardware.
+
+Every transposed convolution (5×5, stride 2) is rewritten as its four polyphase 3×3 convolutions,
+one output phase each, stacked phase-major into one ordinary convolution to 4·C channels; the phases
+are interleaved into the upsampled image afterwards. Per layer, with X the 8-bit activations
+(stored as X + 128 in uint8) and K, G int8:
+
+    acc   = conv3x3(X, K) + bias                 integers, |acc| < 2**24 (proven at load)
+    IGDN:  Q   = clamp(round(acc·acc·cq), 0, 255)
+           n   = sqrt(conv1x1(Q, G)·gs + β)      conv1x1(Q, G) integer, < 2**24
+           X'  = clamp(round(acc·n·k), -127, 127)
+    last:  pixels = clamp(round(acc·ws255), 0, 255)
+
+round: to the nearest integer, ties to even (IEEE-754 roundToIntegralTiesToEven).
+
+The sums are integers below 2**24, so they come out the same from any kernel that sums exactly:
+oneDNN's int8 convolution (AVX-512 VNNI, `vpdpbusd`: no int16 saturation), or an fp32
+convolution on any CPU or GPU (every partial sum is an integer fp32 holds exactly). The other steps
+are single IEEE-754 fp32 operations in a fixed order, correctly rounded everywhere. So the same
+stream gives the same pixels on every machine, thread count and device.
+
+Training sees the same network with straight-through rounding (`QuantSynthesis`), with the
+activation steps fixed by calibration; `integer_tensors` turns it into what a weights file stores.
+"""
+from __future__ import annotations
+
+import functools
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .intnet import ACT_BITS as MEAN_FRAC, ste_round
+from .layers import GDN
+
+ACT_MAX = 127  # activations are integers in [-127, 127], stored + 128 as uint8
+W_MAX = 127  # int8 weights
+Q_MAX = 255  # squared activations of an IGDN, unsigned 8-bit
+EXACT = 2.0**24  # fp32 holds every integer below this
+GAIN_FRAC = 16  # inverse gains are multiples of 2**-16 (as in exactsynth)
+LAYERS = 4
+
+# (tap of the 5×5 kernel) for each output phase and input offset d in {-1, 0, 1}: output row
+# 2i + p takes input row i + d through kernel row 2 − 2d + p (stride 2, padding 2, output padding 1).
+_TAPS = {0: {-1: 4, 0: 2, 1: 0}, 1: {0: 3, 1: 1}}
+
+
+def polyphase(w: torch.Tensor) -> torch.Tensor:
+    """A ConvTranspose2d(k=5, s=2, p=2, output_padding=1) weight (C_in, C_out, 5, 5) as the weight
+    (4·C_out, C_in, 3, 3) of a padding-1 convolution giving the four output phases, phase-major."""
+    cin, cout = w.shape[:2]
+    rows = []
+    for py in range(2):
+        for px in range(2):
+            k = w.new_zeros(cout, cin, 3, 3)
+            for dy, a in _TAPS[py].items():
+                for dx, b in _TAPS[px].items():
+                    k[:, :, dy + 1, dx + 1] = w[:, :, a, b].t()
+            rows.append(k)
+    return torch.cat(rows)
+
+
+def interleave(x: torch.Tensor, c: int) -> torch.Tensor:
+    """Phase-major (B, 4·C, H, W) -> (B, C, 2H, 2W)."""
+    b, _, h, w = x.shape
+    return x.view(b, 2, 2, c, h, w).permute(0, 3, 4, 1, 5, 2).reshape(b, c, 2 * h, 2 * w)
+
+
+class QuantSynthesis(nn.Module):
+    """The activation steps of an int8 synthesis (buffers), and its training forward pass.
+
+    step_k (C_in of layer k,): the real value of one activation unit at layer k's input.
+    square_k (C,): Q units per squared real value at the input of IGDN k (max² → 255).
+    Both are set by `calibrate` and stay fixed in training: the weights learn to live with them.
+    """
+
+    def __init__(self, channels: list[int]):
+        super().__init__()
+        for k, c in enumerate(channels[:LAYERS]):
+            self.register_buffer(f"step_{k}", torch.ones(c))
+        for k, c in enumerate(channels[1:LAYERS]):
+            self.register_buffer(f"square_{k}", torch.ones(c))
+
+    def step(self, k: int) -> torch.Tensor:
+        return getattr(self, f"step_{k}")
+
+    def square(self, k: int) -> torch.Tensor:
+        return getattr(self, f"square_{k}")
+
+    @torch.no_grad()
+    def calibrate(self, g_s: nn.Sequential, latents: list[torch.Tensor]) -> None:
+        """Steps from the largest magnitudes the float synthesis sees on these (inverse-gained) latents."""
+        peaks: dict[tuple[str, int], torch.Tensor] = {}
+        for y in latents:
+            x, deconv, gdn = y.float(), 0, 0
+            for layer in g_s:
+                if isinstance(layer, nn.ConvTranspose2d):
+                    key, deconv = ("in", deconv), deconv + 1
+                else:
+                    key, gdn = ("gdn", gdn), gdn + 1
+                peak = x.abs().amax((0, 2, 3))
+                peaks[key] = torch.maximum(peaks.get(key, peak), peak)
+                x = layer(x)
+        for k in range(LAYERS):
+            self.step(k).copy_(peaks[("in", k)].clamp_min(1e-3) / ACT_MAX)
+        for k in range(LAYERS - 1):
+            self.square(k).copy_(Q_MAX / peaks[("gdn", k)].clamp_min(1e-3) ** 2)
+
+    def forward(self, g_s: nn.Sequential, y: torch.Tensor) -> torch.Tensor:
+        """x̂ from inverse-gained latents y, through the int8 network with straight-through rounding."""
+        deconvs = [m for m in g_s if isinstance(m, nn.ConvTranspose2d)]
+        gdns = [m for m in g_s if isinstance(m, GDN)]
+        with torch.autocast(y.device.type, enabled=False):
+            x = torch.clamp(ste_round(y.float() / self.step(0).view(1, -1, 1, 1)), -ACT_MAX, ACT_MAX)
+            for k, layer in enumerate(deconvs):
+                c = layer.out_channels
+                kern = polyphase(layer.weight * self.step(k).view(-1, 1, 1, 1))
+                ws = kern.detach().view(4, c, -1).abs().amax(-1).clamp_min(1e-12) / W_MAX  # (4, C)
+                w4 = ws.reshape(-1, 1, 1, 1)
+                kern = ste_round(kern / w4) * w4
+                bias = (ste_round(layer.bias.view(1, c) / ws) * ws).reshape(-1)
+                b, _, h, w = x.shape
+                v = F.conv2d(x, kern, bias, 1, 1).view(b, 4, c, h, w)
+                if k == LAYERS - 1:
+                    return interleave(v.reshape(b, 4 * c, h, w), c)
+                u = self.square(k)
+                q = torch.clamp(ste_round(v * v * u.view(1, 1, c, 1, 1)), 0, Q_MAX)
+                beta, gamma = gdns[k].effective_parameters()
+                gp = gamma / u.view(1, c)
+                gs = gp.detach().amax(1).clamp_min(1e-30) / W_MAX
+                g = ste_round(gp / gs.view(c, 1)) * gs.view(c, 1)
+                norm = F.conv2d(q.reshape(b * 4, c, h, w), g.view(c, c, 1, 1)).view(b, 4, c, h, w)
+                out = v * torch.sqrt(norm + beta.view(1, 1, c, 1, 1))
+                nxt = self.step(k + 1).view(1, 1, c, 1, 1)
+                x = torch.clamp(ste_round(out / nxt), -ACT_MAX, ACT_MAX)
+                x = interleave(x.reshape(b, 4 * c, h, w), c)
+        raise AssertionError("the synthesis ends with a transposed convolution")
+
+
+@torch.no_grad()
+def integer_tensors(g_s: nn.Sequential, quant: QuantSynthesis) -> dict[str, torch.Tensor]:
+    """What a weights file stores of an int8 synthesis, by name (`Int8Synthesis` reads the same)."""
+    deconvs = [m for m in g_s if isinstance(m, nn.ConvTranspose2d)]
+    gdns = [m for m in g_s if isinstance(m, GDN)]
+    out: dict[str, torch.Tensor] = {"s8.input": (1 / quant.step(0).double()) * 2.0**-(MEAN_FRAC + GAIN_FRAC)}
+    for k, layer in enumerate(deconvs):
+        c = layer.out_channels
+        kern = polyphase(layer.weight.double() * quant.step(k).double().view(-1, 1, 1, 1))
+        ws = kern.view(4, c, -1).abs().amax(-1).clamp_min(1e-12) / W_MAX
+        out[f"s8.{k}.kernel"] = torch.round(kern / ws.reshape(-1, 1, 1, 1)).to(torch.int8)
+        out[f"s8.{k}.bias"] = torch.round(layer.bias.double().view(1, c) / ws).reshape(-1).to(torch.int32)
+        if k == LAYERS - 1:
+            out[f"s8.{k}.scale"] = (ws * 255).float()
+            continue
+        u = quant.square(k).double()
+        beta, gamma = gdns[k].effective_parameters(torch.float64)
+        gp = gamma / u.view(1, c)
+        gs = gp.amax(1).clamp_min(1e-30) / W_MAX
+        out[f"s8.{k}.square"] = (ws * ws * u.view(1, c)).float()
+        out[f"s8.{k}.gamma"] = torch.round(gp / gs.view(c, 1)).to(torch.int8)
+        out[f"s8.{k}.gamma_scale"] = gs.float()
+        out[f"s8.{k}.beta"] = beta.float()
+        out[f"s8.{k}.scale"] = (ws / quant.step(k + 1).double().view(1, c)).float()
+    return out
+
+
+def has_vnni() -> bool:
+    """Whether this CPU sums int8 products without int16 saturation (AVX-512 VNNI or AVX-VNNI),
+    and torch has oneDNN's int8 convolution: then `Int8Synthesis` uses it."""
+    if not hasattr(torch.ops.onednn, "qconv_pointwise"):
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
+class Int8Synthesis:
+    """The decoder's int8 synthesis and inverse gains, from a weights file's tensors.
+
+    kernel: "onednn" (int8 convolutions; CPUs with VNNI), "float" (fp32 convolutions, exact for these
+    integers; any CPU or GPU), or None for the fastest this machine has. Both give the same pixels.
+    """
+
+    def __init__(self, tensors: dict[str, torch.Tensor], log_inv_gain: torch.Tensor, kernel: str | None = None):
+        self.kernel = kernel or ("onednn" if has_vnni() else "float")
+        self.tensors = dict(tensors)  # as stored, for copies with another kernel
+        self.input = tensors["s8.input"].double().view(1, -1, 1, 1)
+        self.log_inv_gain = log_inv_gain.detach().double().cpu()
+        self.layers: list[dict[str, torch.Tensor]] = []
+        self.bounds: list[float] = []
+        for k in range(LAYERS):
+            t = {name.split(".", 2)[2]: v for name, v in tensors.items() if name.startswith(f"s8.{k}.")}
+            kern, bias = t["kernel"], t["bias"]
+            self.bounds.append(float(kern.double().abs().sum((1, 2, 3)).max()) * ACT_MAX + float(bias.double().abs().max()))
+            if "gamma" in t:
+                self.bounds.append(float(t["gamma"].double().abs().sum(1).max()) * Q_MAX)
+            self.layers.append(t)
+        if max(self.bounds) >= EXACT:
+            raise ValueError(f"int8 synthesis sums may reach {max(self.bounds):.3g}, not exact in fp32")
+        self._cache: dict[tuple[str, str], tuple] = {}
+
+    @functools.lru_cache(maxsize=64)
+    def inverse_gain(self, q_milli: int) -> torch.Tensor:
+        """(M,) integer inverse gains (units 2**-GAIN_FRAC) of quality q_milli/1000, geometric between
+        levels, computed with `decimal` (correctly rounded exp) so that every machine agrees."""
+        levels = self.log_inv_gain.shape[0]
+        pos = q_milli - 1000
+        lo = min(pos // 1000, levels - 2)
+        out = []
+        with localcontext() as ctx:
+            ctx.prec = 40
+            t = Decimal(pos - 1000 * lo) / Decimal(1000)
+            for a, b in zip(self.log_inv_gain[lo].tolist(), self.log_inv_gain[lo + 1].tolist()):
+                g = (Decimal(a) * (1 - t) + Decimal(b) * t).exp() * 2**GAIN_FRAC
+                out.append(float(g.to_integral_value(ROUND_HALF_EVEN)))
+        return torch.tensor(out, dtype=torch.float64)
+
+    def _conv(self, x: torch.Tensor, k: int, which: str, device: torch.device):
+        """A function computing layer k's convolution ("kernel" or "gamma") of uint8 x, exactly, in fp32."""
+        key = (f"{k}.{which}", str(device))
+        if key not in self._cache:
+            t = self.layers[k]
+            w = t[which]
+            pad, zero = (1, 128) if which == "kernel" else (0, 0)
+            if which == "gamma":
+                w = w.view(*w.shape, 1, 1)
+            bias = t["bias"].float() if which == "kernel" else None
+            if self.kernel == "onednn" and device.type == "cpu":
+                ones = torch.ones(w.shape[0])
+                packed = torch.ops.onednn.qconv_prepack(w, ones, 1.0, zero, [1, 1], [pad, pad], [1, 1], 1, None)
+                zps = torch.zeros(w.shape[0], dtype=torch.int64)
+                fn = functools.partial(_onednn_conv, packed=packed, ones=ones, zps=zps, bias=bias, zero=zero, pad=pad)
+            else:
+                fn = functools.partial(_float_conv, w=w.float().to(device), bias=None if bias is None else bias.to(device),
+                                       zero=zero, pad=pad)
+            self._cache[key] = fn
+        return self._cache[key]
+
+    def _param(self, k: int, name: str, device: torch.device) -> torch.Tensor:
+        key = (f"{k}.{name}", str(device))
+        if key not in self._cache:
+            self._cache[key] = self.layers[k][name].float().to(device)
+        return self._cache[key]
+
+    @torch.no_grad()
+    def __call__(self, residual: torch.Tensor, mean: torch.Tensor, q_milli: int, device: torch.device) -> torch.Tensor:
+        """Pixels (B, 3, H, W) uint8 from tiles' integer residuals and means (B, M, h, w)."""
+        with torch.backends.cudnn.flags(enabled=False), _no_tf32():
+            return self._run(residual, mean, q_milli, device)
+
+    def _run(self, residual: torch.Tensor, mean: torch.Tensor, q_milli: int, device: torch.device) -> torch.Tensor:
+        # ŷ/step in float64: (symbols·2**8)·gain is an exact integer; one correctly rounded multiply.
+        ig = self.inverse_gain(q_milli).to(device).view(1, -1, 1, 1)
+        sym = residual.to(device, torch.float64) * 2**MEAN_FRAC + mean.to(device, torch.float64) * 2**MEAN_FRAC
+        x = _to_u8((sym * ig).mul_(self.input.to(device))).contiguous(memory_format=torch.channels_last)
+        for k in range(LAYERS):
+            acc = self._conv(x, k, "kernel", device)(x)  # (B, 4C, h, w), bias included
+            b, c4, h, w = acc.shape
+            c = c4 // 4
+            a = acc.permute(0, 2, 3, 1).reshape(b, h, w, 4, c)  # a view when the output is channels-last
+            if k == LAYERS - 1:
+                px = a.mul_(self._param(k, "scale", device)).round_().clamp_(0, 255).to(torch.uint8)
+                return px.view(b, h, w, 2, 2, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, 2 * h, 2 * w)
+            x = torch.empty((b, 2 * h, 2 * w, c), dtype=torch.uint8, device=device)
+            # The steps after the convolution, a band of rows at a time: on a CPU the band's values
+            # stay in cache through the dozen passes over them.
+            rows = h if device.type != "cpu" else max(1, BAND_VALUES // (b * w * c4))
+            for r in range(0, h, rows):
+                band = a[:, r : r + rows]
+                n = band.shape[1]
+                q = (band * band).mul_(self._param(k, "square", device)).round_().clamp_(0, Q_MAX).to(torch.uint8)
+                q = q.view(b, n, w * 4, c).permute(0, 3, 1, 2)  # the phases as more pixels: one 1×1 convolution
+                norm = self._conv(q, k, "gamma", device)(q).permute(0, 2, 3, 1).reshape(b, n, w, 4, c)
+                norm = norm.mul_(self._param(k, "gamma_scale", device)).add_(self._param(k, "beta", device)).sqrt_()
+                out = _to_u8(band.mul_(norm).mul_(self._param(k, "scale", device)))
+                # interleave the phases: (B, n, w, py, px, C) -> (B, 2n, 2w, C)
+                x[:, 2 * r : 2 * (r + n)] = out.view(b, n, w, 2, 2, c).permute(0, 1, 3, 2, 4, 5).reshape(b, 2 * n, 2 * w, c)
+            x = x.permute(0, 3, 1, 2)  # NCHW view of channels-last memory
+        raise AssertionError("unreachable")
+
+
+BAND_VALUES = 2**18  # fp32 values per band: 1 MiB, a core's L2
+
+
+def _to_u8(t: torch.Tensor) -> torch.Tensor:
+    """Activations t (real, in steps) as stored: clamp(round(t), -127, 127) + 128, in uint8 (t is overwritten)."""
+    return t.round_().clamp_(-ACT_MAX, ACT_MAX).to(torch.int8).view(torch.uint8).bitwise_xor_(128)
+
+
+def _onednn_conv(x: torch.Tensor, *, packed, ones, zps, bias, zero: int, pad: int) -> torch.Tensor:
+    # Scales of 1: the fp32 output is the int32 sum itself (plus the integer bias).
+    return torch.ops.onednn.qconv_pointwise(x, 1.0, zero, packed, ones, zps, bias, [1, 1], [pad, pad], [1, 1], 1,
+                                            1.0, 0, torch.float32, "none", [], "")
+
+
+def _float_conv(x: torch.Tensor, *, w: torch.Tensor, bias, zero: int, pad: int) -> torch.Tensor:
+    xf = x.float()
+    if zero:
+        xf = xf.sub_(zero)
+    out = F.conv2d(xf, w, None, 1, pad)
+    return out.add_(bias.view(1, -1, 1, 1)) if bias is not None else out
+
+
+class _no_tf32:
+    """fp32 convolutions and matmuls in full fp32 (TF32 or bf16 would round the sums) for a while."""
+
+    def __enter__(self):
+        self.saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+
+    def __exit__(self, *exc):
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.saved
+

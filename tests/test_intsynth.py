@@ -1,0 +1,124 @@
+"""The 8-bit integer synthesis (codec/intsynth.py): the same pixels from every kernel and thread
+count, sums provably exact, and a training forward that is the decoder's network."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tng.codec import Codec
+from tng.codec.intsynth import Int8Synthesis, QuantSynthesis, has_vnni, integer_tensors, interleave, polyphase
+from tng.codec.model import TNGModel
+from tng.codec.registry import export_weights, load_model, load_weights
+
+
+def test_polyphase_convolution_is_the_transposed_convolution():
+    torch.manual_seed(0)
+    x = torch.randn(2, 7, 5, 6, dtype=torch.float64)
+    w = torch.randn(7, 4, 5, 5, dtype=torch.float64)
+    want = F.conv_transpose2d(x, w, None, 2, 2, 1)
+    got = interleave(F.conv2d(x, polyphase(w), None, 1, 1), 4)
+    assert torch.allclose(got, want, atol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def int8_model(tmp_path_factory):
+    """Model 6's weights with a calibrated int8 synthesis, exported and loaded like a shipped model."""
+    base = load_model(6)
+    net = TNGModel(base.net.n, base.net.m, "int8")
+    net.load_state_dict(base.net.state_dict(), strict=False)
+    rng = np.random.default_rng(1)
+    x = torch.from_numpy(rng.random((1, 3, 128, 128), dtype=np.float32))
+    x = F.avg_pool2d(x, 5, 1, 2)  # smooth, image-like
+    net.int8.calibrate(net.g_s, [net.synthesis_input(x, torch.tensor([q])) for q in (1.0, 4.0, 8.0)])
+    path = tmp_path_factory.mktemp("w") / "int8.safetensors"
+    export_weights(net.state_dict(), net.n, net.m, 900, path, "int8-test")
+    return load_weights(path)
+
+
+def _photo(h=128, w=192, seed=0):
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (h // 8, w // 8, 3)).astype(np.float32)
+    big = F.interpolate(torch.from_numpy(small).permute(2, 0, 1)[None], size=(h, w), mode="bicubic")
+    return big[0].permute(1, 2, 0).clamp(0, 255).to(torch.uint8).numpy()
+
+
+def test_stream_decodes_to_the_encoders_pixels_with_every_kernel_and_thread_count(int8_model):
+    enc = Codec(device="cpu", model=int8_model).encode(_photo(), quality=5.5)
+    kernels = ["float"] + (["onednn"] if has_vnni() else [])
+    threads = torch.get_num_threads()
+    try:
+        for kernel in kernels:
+            for n in (1, 2):
+                torch.set_num_threads(n)
+                synth = Int8Synthesis(int8_model.synth.tensors, int8_model.net.log_inv_gain, kernel)
+                model = dataclasses.replace(int8_model, synth=synth)
+                dec = Codec(device="cpu", model=model).decode(enc.data)
+                assert np.array_equal(dec.rgb, enc.reconstruction), (kernel, n)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_kernels_agree_at_the_limits_of_the_sums(int8_model):
+    """Activations at ±127 and squares at 255 everywhere drive every sum to its extremes."""
+    if not has_vnni():
+        pytest.skip("no VNNI: only the fp32 kernel runs on this CPU")
+    tensors = int8_model.synth.tensors
+    a = Int8Synthesis(tensors, int8_model.net.log_inv_gain, "float")
+    b = Int8Synthesis(tensors, int8_model.net.log_inv_gain, "onednn")
+    gen = torch.Generator().manual_seed(3)
+    for scale in (1.0, 1e3, 1e6):
+        residual = (torch.randn(1, 160, 4, 6, generator=gen) * scale).round()
+        mean = torch.zeros_like(residual)
+        assert torch.equal(a(residual, mean, 8000, torch.device("cpu")), b(residual, mean, 8000, torch.device("cpu")))
+
+
+def test_sums_that_could_leave_fp32_are_refused(int8_model):
+    tensors = dict(int8_model.synth.tensors)
+    tensors["s8.0.kernel"] = torch.full_like(tensors["s8.0.kernel"], 127)  # 160·9 taps
+    with pytest.raises(ValueError, match="not exact"):
+        Int8Synthesis(tensors, int8_model.net.log_inv_gain)
+
+
+def test_training_forward_is_the_decoders_network(int8_model):
+    """QuantSynthesis (straight-through, float) and the integer decoder give the same image up to
+    the rounding of the last step, so that fine-tuning trains what ships."""
+    net = int8_model.net
+    codec = Codec(device="cpu", model=int8_model)
+    img = _photo(seed=2)
+    enc = codec.encode(img, quality=4)
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        y = net.synthesis_input(x, torch.tensor([4.0]))
+        fake = net.synthesise(y).clamp(0, 1)[0].permute(1, 2, 0).numpy() * 255
+    diff = np.abs(fake - enc.reconstruction.astype(np.float64))
+    assert diff.mean() < 0.6 and np.percentile(diff, 99) < 3, (diff.mean(), np.percentile(diff, 99))
+
+
+def test_export_is_stable_through_a_weights_file(int8_model, tmp_path):
+    """Re-exporting loaded int8 weights writes the same integer network (fp16 storage included)."""
+    path = tmp_path / "again.safetensors"
+    export_weights(int8_model.net.state_dict(), int8_model.net.n, int8_model.net.m, 901, path, "again")
+    again = load_weights(path)
+    assert again.metadata["synthesis"] == "int8"
+    for k, (a, b) in enumerate(zip(int8_model.synth.layers, again.synth.layers)):
+        for name in a:
+            assert torch.equal(a[name], b[name]), (k, name)
+
+
+def test_calibration_sets_steps_from_the_largest_activations():
+    from tng.codec.layers import GDN
+
+    q = QuantSynthesis([4, 3, 3, 3])
+    g_s = torch.nn.Sequential(torch.nn.ConvTranspose2d(4, 3, 5, 2, 2, 1), GDN(3, True),
+                              torch.nn.ConvTranspose2d(3, 3, 5, 2, 2, 1), GDN(3, True),
+                              torch.nn.ConvTranspose2d(3, 3, 5, 2, 2, 1), GDN(3, True),
+                              torch.nn.ConvTranspose2d(3, 3, 5, 2, 2, 1))
+    y = torch.zeros(1, 4, 2, 2)
+    y[0, 1, 0, 0] = -12.7
+    q.calibrate(g_s, [y])
+    assert q.step(0)[1].item() == pytest.approx(0.1)
+    assert integer_tensors(g_s, q)["s8.0.kernel"].dtype == torch.int8
