@@ -307,12 +307,16 @@ def _float_conv(x: torch.Tensor, *, w: torch.Tensor, bias, zero: int, pad: int) 
 
 
 class _no_tf32:
-    """fp32 convolutions and matmuls in full fp32 (TF32 or bf16 would round the sums) for a while."""
+    """fp32 convolutions and matmuls in full fp32 for a while, whatever the caller set: TF32 (CUDA)
+    or bf16/TF32 math in oneDNN would round the sums."""
 
     def __enter__(self):
-        self.saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        self.saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+                      torch.backends.mkldnn.conv.fp32_precision)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        torch.backends.mkldnn.conv.fp32_precision = "ieee"
 
     def __exit__(self, *exc):
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.saved
+        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+         torch.backends.mkldnn.conv.fp32_precision) = self.saved
 

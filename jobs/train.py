@@ -167,12 +167,17 @@ def weights_digest(state: dict[str, torch.Tensor]) -> str:
 
 
 def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, q: torch.Tensor,
-               bf16: bool, rounded_rate: bool = False) -> tuple[float, float, float]:
-    """One optimiser step on the RD loss (codec/loss.py); returns (loss, bpp, PSNR) of the batch."""
+               bf16: bool, rounded_rate: bool = False, stage: str = "rd") -> tuple[float, float, float]:
+    """One optimiser step on the RD loss (codec/loss.py); returns (loss, bpp, PSNR) of the batch.
+
+    Stage int8-synthesis: the rate is fixed (only the synthesis learns), and the loss is each crop's
+    log MSE, so that every quality's PSNR counts alike; λ·MSE would weigh quality 8 430× quality 1
+    and trade the low qualities away (measured: docs/training-log.md, model 7)."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         r = model(x, q, rounded_rate=rounded_rate)
     rd = rd_loss(r["x_hat"], x, r["bits_y"] + r["bits_z"], lambda_at(q))
-    loss, bpp, mse = rd.loss.mean(), rd.bpp, rd.mse
+    bpp, mse = rd.bpp, rd.mse
+    loss = torch.log(mse.clamp_min(1e-10)).mean() if stage == "int8-synthesis" else rd.loss.mean()
     opt.zero_grad(set_to_none=True)
     loss.backward()  # under DDP this also averages the gradients over the ranks
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -320,7 +325,7 @@ class Run:
                 g["lr"] = lr
             x = random_batch(images, args.batch, args.crop, self.rng).to(device).float().div_(255)
             q = sample_qualities(args.batch, device)
-            stats.append(train_step(net, self.opt, x, q, args.bf16, args.rate == "rounded"))
+            stats.append(train_step(net, self.opt, x, q, args.bf16, args.rate == "rounded", args.stage))
             self.step += 1
             self.elapsed = rep.from_rank0(start_elapsed + time.time() - start_time)
             if self.step % args.log_every == 0:

@@ -23,7 +23,11 @@ def gpu():
     return Codec(device="cuda")
 
 
-def test_streams_decode_identically_on_cpu_and_cuda(gpu, codec, photo):
+@pytest.mark.parametrize("model_id", [6, 7])  # the last float64-exact synthesis, and the int8 one
+def test_streams_decode_identically_on_cpu_and_cuda(model_id, photo):
+    from tng.codec import Codec
+
+    gpu, codec = Codec(model_id, device="cuda"), Codec(model_id, device="cpu")
     for writer in (gpu, codec):
         for q in (1, 4.5, 8):
             enc = writer.encode(photo, quality=q)

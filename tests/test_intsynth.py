@@ -122,3 +122,18 @@ def test_calibration_sets_steps_from_the_largest_activations():
     q.calibrate(g_s, [y])
     assert q.step(0)[1].item() == pytest.approx(0.1)
     assert integer_tensors(g_s, q)["s8.0.kernel"].dtype == torch.int8
+
+
+def test_reduced_precision_settings_of_the_caller_do_not_reach_the_sums(int8_model):
+    """A process that allows bf16 math in oneDNN's fp32 convolutions (fast on AVX-512 BF16 CPUs)
+    still decodes exactly: the synthesis runs its fp32 kernel in IEEE fp32 and restores the setting."""
+    enc = Codec(device="cpu", model=int8_model).encode(_photo(seed=5), quality=7)
+    synth = Int8Synthesis(int8_model.synth.tensors, int8_model.net.log_inv_gain, "float")
+    saved = torch.backends.mkldnn.conv.fp32_precision
+    torch.backends.mkldnn.conv.fp32_precision = "bf16"
+    try:
+        dec = Codec(device="cpu", model=dataclasses.replace(int8_model, synth=synth)).decode(enc.data)
+        assert torch.backends.mkldnn.conv.fp32_precision == "bf16"
+    finally:
+        torch.backends.mkldnn.conv.fp32_precision = saved
+    assert np.array_equal(dec.rgb, enc.reconstruction)
