@@ -60,11 +60,12 @@ def cmd_decode(a: argparse.Namespace) -> None:
 
 
 def cmd_models(a: argparse.Namespace) -> None:
-    from tng.codec.registry import available_models, load_model
+    from tng.codec.registry import DEFAULT_MODEL_ID, available_models, load_model
 
     for mid, path in sorted(available_models().items()):
         lm = load_model(mid)
-        print(f"{mid}\t{lm.name}\t{lm.digest.hex()}\t{path}")
+        default = " (default)" if mid == DEFAULT_MODEL_ID else ""
+        print(f"{mid}{default}\t{lm.name}\t{lm.net.synthesis} synthesis\t{lm.digest.hex()}\t{path}")
 
 
 def cmd_train(a: argparse.Namespace) -> None:
