@@ -303,7 +303,8 @@ def _gaussian_table(s: float) -> np.ndarray:
 def _by_table(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A stable order of the elements grouping equal table indexes, and each table's [start, end)
     in that order (bounds[i]..bounds[i+1]): the encoder and decoder group identically."""
-    order = np.argsort(idx, kind="stable")
+    # The stable order is unique, so any stable sort gives it; on uint8 keys numpy's is a radix sort.
+    order = np.argsort(idx.astype(np.uint8) if SCALE_LEVELS <= 256 else idx, kind="stable")
     return order, np.searchsorted(idx[order], np.arange(SCALE_LEVELS + 1))
 
 
