@@ -120,7 +120,7 @@ def test_calibration_sets_steps_from_the_largest_activations():
     y = torch.zeros(1, 4, 2, 2)
     y[0, 1, 0, 0] = -12.7
     q.calibrate(g_s, [y])
-    assert q.step(0)[1].item() == pytest.approx(0.1)
+    assert q.step(0)[1].item() == pytest.approx(12.7 / 16383)  # a 15-bit input: two planes
     assert integer_tensors(g_s, q)["s8.0.kernel"].dtype == torch.int8
 
 
@@ -137,3 +137,20 @@ def test_reduced_precision_settings_of_the_caller_do_not_reach_the_sums(int8_mod
     finally:
         torch.backends.mkldnn.conv.fp32_precision = saved
     assert np.array_equal(dec.rgb, enc.reconstruction)
+
+
+def test_wide_activations_are_split_into_two_exact_planes(int8_model):
+    """15-bit inputs (layers 0 and 1) travel as high + 128 and low planes: X = 128·high + low,
+    clamped to [-16384, 16383], rounding ties to even; 8-bit ones as X + 128 in [-127, 127]."""
+    from tng.codec.intsynth import WIDE_INPUTS
+
+    synth = int8_model.synth
+    wide = [k for k in range(4) if int(synth.layers[k]["planes"]) == 2]
+    assert wide == list(WIDE_INPUTS) and 2 not in wide  # the costly layer stays 8-bit
+    t = torch.tensor([-20000.0, -16384.4, -129.5, -128.0, -1.5, -0.5, 0.5, 127.0, 128.6, 16383.2, 99999.0])
+    high, low = synth._store(t.clone().view(1, 1, 1, 1, -1), wide[0])
+    value = (high.view(-1).to(torch.int32) - 128) * 128 + low.view(-1).to(torch.int32)
+    assert value.tolist() == [-16384, -16384, -130, -128, -2, 0, 0, 127, 129, 16383, 16383]
+    assert int(low.max()) <= 127
+    (one,) = synth._store(t.clone().view(1, 1, 1, 1, -1), 2)
+    assert (one.view(-1).to(torch.int32) - 128).tolist() == [-127, -127, -127, -127, -2, 0, 0, 127, 127, 127, 127]
