@@ -49,12 +49,30 @@ def find_images(folder: Path, limit: int | None) -> list[Path]:
     return paths[:limit] if limit else paths
 
 
-def run_image(path: Path, folder: Path, codec, encoders: dict, tng_q: list[float], pil_q: list[int]) -> dict:
+def run_image(path: Path, folder: Path, codec, encoders: dict, tng_q: list[float], pil_q: list[int],
+              earlier: dict[str, list[dict]] | None = None) -> dict:
+    """Every point of one image; the baselines' taken from `earlier` (image -> points) when it has them."""
     from tng.codec import open_image
 
     rgb = open_image(path).rgb
-    return {"image": str(path.relative_to(folder)), "width": rgb.shape[1], "height": rgb.shape[0],
-            "points": measure.sweep(codec, rgb, encoders, tng_q, pil_q)}
+    name = str(path.relative_to(folder))
+    if earlier and name in earlier:
+        points = measure.sweep(codec, rgb, {}, tng_q, pil_q) + earlier[name]
+    else:
+        points = measure.sweep(codec, rgb, encoders, tng_q, pil_q)
+    return {"image": name, "width": rgb.shape[1], "height": rgb.shape[0], "points": points}
+
+
+def earlier_baselines(path: Path, encoders: dict, pil_q: list[int]) -> dict[str, list[dict]]:
+    """The baseline points of an earlier rd.json, by image, if it measured them as this run would
+    (same encoders and settings); the baselines do not change when only TNG does."""
+    old = json.loads(path.read_text())
+    want = {(name, float(q)) for name, a in encoders.items() for q in measure.baseline_settings(a, pil_q)}
+    found = {im["image"]: [p for p in im["points"] if p["codec"] != "TNG"] for im in old["images"]}
+    if old["encoders"] != json.loads(json.dumps(encoders)) or any(
+            {(p["codec"], float(p["setting"])) for p in pts} != want for pts in found.values()):
+        sys.exit(f"{path} measured the baselines with other settings; run without --baselines-from")
+    return found
 
 
 def progress_line(i: int, n: int, result: dict, seconds: float) -> str:
@@ -90,6 +108,7 @@ def environment(args, n_images: int, megapixels: float) -> dict:
         "command": shlex.join([sys.executable, *sys.argv]),
         "tng_model_path": os.environ.get("TNG_MODEL_PATH"),
         "threads": args.threads, "tng_refine_steps": args.refine,
+        "baselines_from": str(args.baselines_from) if args.baselines_from else None,
         "images": n_images, "megapixels": megapixels, "folder": str(args.folder),
         "tng_model": f"id {lm.model_id} '{lm.name}', weights digest {lm.digest.hex()}",
         "software": f"Python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}, "
@@ -130,7 +149,8 @@ def markdown(env: dict, curves: dict, bd: list[dict], timing: dict, encoders: di
         f"- command: `{env['command']}`" + (f" (TNG_MODEL_PATH={env['tng_model_path']})" if env["tng_model_path"] else ""),
         f"- images: {env['images']} from `{env['folder']}`, {env['megapixels']:.2f} MP in all",
         f"- TNG: model {env['tng_model']}",
-        "- baselines: " + "; ".join(f"{n} {_describe(a)}" for n, a in encoders.items()),
+        "- baselines: " + "; ".join(f"{n} {_describe(a)}" for n, a in encoders.items())
+        + (f" (points measured by an earlier run, {env['baselines_from']})" if env.get("baselines_from") else ""),
         f"- software: {env['software']}",
         "- PSNR: RGB, per image, then the mean of the dB values; MS-SSIM: 5-scale, per RGB channel, averaged; "
         "bpp from the whole file. See the docstring of bench/rd.py.", "",
@@ -190,6 +210,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=2, help="torch threads and AVIF encoder threads")
     ap.add_argument("--model-id", type=int, default=DEFAULT_MODEL_ID, help="TNG model id")
     ap.add_argument("--refine", type=int, default=0, help="TNG encoder refinement steps per image (tng encode --refine)")
+    ap.add_argument("--baselines-from", type=Path, help="an earlier rd.json: reuse its JPEG/WebP/AVIF/JPEG XL points "
+                                                        "of the same images (same settings), measure TNG only")
     return ap.parse_args(argv)
 
 
@@ -213,10 +235,11 @@ def main(argv=None) -> None:
     codec = Codec(model_id=args.model_id, device="cpu", refine=args.refine)
     print(f"{len(paths)} images; TNG qualities {tng_q}; Pillow qualities {pil_q}; {', '.join(encoders)}")
 
+    earlier = earlier_baselines(args.baselines_from, encoders, pil_q) if args.baselines_from else None
     results = []
     for i, path in enumerate(paths, 1):
         t = time.perf_counter()
-        results.append(run_image(path, args.folder, codec, encoders, tng_q, pil_q))
+        results.append(run_image(path, args.folder, codec, encoders, tng_q, pil_q, earlier))
         print(progress_line(i, len(paths), results[-1], time.perf_counter() - t), flush=True)
 
     curves = mean_curves(results)

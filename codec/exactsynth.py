@@ -1,5 +1,5 @@
 """The decoder's synthesis in exact integer arithmetic: the same pixels on every machine (models
-1–6; from model 7 on, the 8-bit synthesis of `intsynth.py` replaces it).
+1–6; weights made by `--stage int8-synthesis` use the 8-bit synthesis of `intsynth.py` instead).
 
 A float synthesis gives pixels that differ by one level here and there between thread counts and
 CPU kinds (measured: oneDNN's AVX-512 kernels sum in a thread-dependent order, and AVX2 machines

@@ -1,20 +1,23 @@
-"""The synthesis in 8-bit integers: int8 weights, 8-bit activations, int32 sums (models with
-`synthesis = "int8"`, from model 7 on). Exact like `exactsynth.py`, and built for integer hardware.
+"""The synthesis in 8-bit integers: int8 weights, 8-bit activations, int32 sums (weights files with
+`synthesis = "int8"`, made by `tng train --stage int8-synthesis`). Exact like `exactsynth.py`, and
+built for integer hardware.
 
 Every transposed convolution (5×5, stride 2) is rewritten as its four polyphase 3×3 convolutions,
 one output phase each, stacked phase-major into one ordinary convolution to 4·C channels; the phases
 are interleaved into the upsampled image afterwards. Per layer, with X the 8-bit activations
 (stored as X + 128 in uint8) and K, G int8:
 
-    acc   = conv3x3(X, K) + bias                 integers, |acc| < 2**24 (proven at load)
-          = 128·conv3x3(hi, K) + (conv3x3(lo, K) + bias)    for 15-bit X = 128·hi + lo (WIDE_INPUTS):
-                                                 two exact sums, one correctly rounded fp32 add
+    acc   = conv3x3(X, K)·2**s + bias            conv3x3(X, K): integers below 2**24 (proven at load)
+            conv3x3(X, K) = 128·conv3x3(hi, K) + conv3x3(lo, K)   for 15-bit X = 128·hi + lo
+                                                 (WIDE_INPUTS): two exact sums, one rounded fp32 add
     IGDN:  Q   = clamp(round(acc·acc·cq), 0, 255)
            n   = sqrt(conv1x1(Q, G)·gs + β)      conv1x1(Q, G) integer, < 2**24
            X'  = clamp(round(acc·n·k), -127, 127)
     last:  pixels = clamp(round(acc·ws255), 0, 255)
 
-round: to the nearest integer, ties to even (IEEE-754 roundToIntegralTiesToEven).
+round: to the nearest integer, ties to even (IEEE-754 roundToIntegralTiesToEven). X = round(t/2**s)
+for activations t (in steps), with s ≥ 0 per tile the smallest that keeps |X| within range: a tile
+beyond the calibrated range gets coarser steps, never clipped values (`_shift`).
 
 The sums are integers below 2**24, so they come out the same from any kernel that sums exactly:
 oneDNN's int8 convolution (AVX-512 VNNI, `vpdpbusd`: no int16 saturation), or an fp32
@@ -43,6 +46,10 @@ ACT_MAX = 127  # activations are integers in [-127, 127], stored + 128 as uint8
 # one 8-bit convolution per plane. The 96→96 layer at a quarter of the resolution, which costs most,
 # keeps 8 bits. Measured: 8-bit activations cost 0.13 dB at quality 8, mostly at these inputs.
 WIDE_MAX = 128 * 128 - 1
+# Headroom over the largest activations calibration saw: photos outside its range get clipped, which
+# costs dB over whole regions (a saturated val-photo lost 2-6 dB with steps from 16 crops of 256²).
+# 15-bit inputs have resolution to spare; 8-bit ones pay for headroom in precision.
+WIDE_MARGIN, MARGIN = 4.0, 1.25
 WIDE_INPUTS = (0, 1)
 W_MAX = 127  # int8 weights
 Q_MAX = 255  # squared activations of an IGDN, unsigned 8-bit
@@ -113,7 +120,8 @@ class QuantSynthesis(nn.Module):
                 peaks[key] = torch.maximum(peaks.get(key, peak), peak)
                 x = layer(x)
         for k in range(LAYERS):
-            self.step(k).copy_(peaks[("in", k)].clamp_min(1e-3) / self.limits[k])
+            margin = WIDE_MARGIN if self.limits[k] > ACT_MAX else MARGIN
+            self.step(k).copy_(peaks[("in", k)].clamp_min(1e-3) * margin / self.limits[k])
         for k in range(LAYERS - 1):
             self.square(k).copy_(Q_MAX / peaks[("gdn", k)].clamp_min(1e-3) ** 2)
 
@@ -122,7 +130,7 @@ class QuantSynthesis(nn.Module):
         deconvs = [m for m in g_s if isinstance(m, nn.ConvTranspose2d)]
         gdns = [m for m in g_s if isinstance(m, GDN)]
         with torch.autocast(y.device.type, enabled=False):
-            x = _clamp(ste_round(y.float() / self.step(0).view(1, -1, 1, 1)), self.limits[0])
+            x = _fake_quant(y.float() / self.step(0).view(1, -1, 1, 1), self.limits[0])
             for k, layer in enumerate(deconvs):
                 c = layer.out_channels
                 kern = polyphase(layer.weight * self.step(k).view(-1, 1, 1, 1))
@@ -143,14 +151,17 @@ class QuantSynthesis(nn.Module):
                 norm = F.conv2d(q.reshape(b * 4, c, h, w), g.view(c, c, 1, 1)).view(b, 4, c, h, w)
                 out = v * torch.sqrt(norm + beta.view(1, 1, c, 1, 1))
                 nxt = self.step(k + 1).view(1, 1, c, 1, 1)
-                x = _clamp(ste_round(out / nxt), self.limits[k + 1])
+                x = _fake_quant(out / nxt, self.limits[k + 1])
                 x = interleave(x.reshape(b, 4 * c, h, w), c)
         raise AssertionError("the synthesis ends with a transposed convolution")
 
 
-def _clamp(x: torch.Tensor, limit: int) -> torch.Tensor:
-    """An activation's range: [-127, 127], or [-16384, 16383] for two planes."""
-    return torch.clamp(x, -limit - (limit > ACT_MAX), limit)
+def _fake_quant(t: torch.Tensor, limit: int) -> torch.Tensor:
+    """Activations t (in steps) as the decoder stores them, with straight-through rounding: per
+    sample the shift of `_shift`, then round and clamp to [-127, 127] or [-16384, 16383]."""
+    scale = _shift(t.detach().abs().amax(dim=tuple(range(1, t.dim()))), limit).to(t.dtype)
+    scale = scale.view(-1, *[1] * (t.dim() - 1))
+    return torch.clamp(ste_round(t / scale), -limit - (limit > ACT_MAX), limit) * scale
 
 
 @torch.no_grad()
@@ -239,8 +250,8 @@ class Int8Synthesis:
 
     def _conv(self, k: int, which: str, device: torch.device):
         """A function computing layer k's convolution of uint8 x, exactly, in fp32: "kernel" (of 8-bit
-        X + 128, bias added), "high" (of the high plane + 128, no bias), "low" (of the low plane, bias
-        added) or "gamma" (the IGDN's, of the squares)."""
+        X + 128), "high" (of the high plane + 128), "low" (of the low plane) or "gamma" (the IGDN's,
+        of the squares)."""
         key = (f"{k}.{which}", str(device))
         if key not in self._cache:
             t = self.layers[k]
@@ -248,7 +259,7 @@ class Int8Synthesis:
             pad, zero = {"kernel": (1, 128), "high": (1, 128), "low": (1, 0), "gamma": (0, 0)}[which]
             if which == "gamma":
                 w = w.view(*w.shape, 1, 1)
-            bias = t["bias"].float() if which in ("kernel", "low") else None
+            bias = None  # added after the shift (`_run`)
             if self.kernel == "onednn" and device.type == "cpu":
                 ones = torch.ones(w.shape[0])
                 packed = torch.ops.onednn.qconv_prepack(w, ones, 1.0, zero, [1, 1], [pad, pad], [1, 1], 1, None)
@@ -276,44 +287,55 @@ class Int8Synthesis:
         # ŷ/step in float64: (symbols·2**8)·gain is an exact integer; one correctly rounded multiply.
         ig = self.inverse_gain(q_milli).to(device).view(1, -1, 1, 1)
         sym = residual.to(device, torch.float64) * 2**MEAN_FRAC + mean.to(device, torch.float64) * 2**MEAN_FRAC
-        x = self._store((sym * ig).mul_(self.input.to(device)), 0)
-        x = [p.permute(0, 3, 1, 2) for p in x]
+        t = (sym * ig).mul_(self.input.to(device)).permute(0, 2, 3, 1)
+        shift = _shift(t.abs().amax((1, 2, 3)), self._limit(0))
+        x = [p.permute(0, 3, 1, 2) for p in self._planes(t.div_(shift.view(-1, 1, 1, 1)), 0)]
         for k in range(LAYERS):
             if len(x) == 1:
-                acc = self._conv(k, "kernel", device)(x[0])  # (B, 4C, h, w), bias included
+                acc = self._conv(k, "kernel", device)(x[0])  # (B, 4C, h, w)
             else:  # 128·high + low: one correctly rounded fp32 add of two exact sums
                 acc = self._conv(k, "high", device)(x[0]).mul_(128).add_(self._conv(k, "low", device)(x[1]))
             b, c4, h, w = acc.shape
             c = c4 // 4
             a = acc.permute(0, 2, 3, 1).reshape(b, h, w, 4, c)  # a view when the output is channels-last
+            a.mul_(shift.float().view(-1, 1, 1, 1, 1)).add_(self._param(k, "bias", device).view(4, c))
             if k == LAYERS - 1:
                 px = a.mul_(self._param(k, "scale", device)).round_().clamp_(0, 255).to(torch.uint8)
                 return px.view(b, h, w, 2, 2, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, 2 * h, 2 * w)
-            planes = int(self.layers[k + 1]["planes"])
-            x = [torch.empty((b, 2 * h, 2 * w, c), dtype=torch.uint8, device=device) for _ in range(planes)]
             # The steps after the convolution, a band of rows at a time: on a CPU the band's values
-            # stay in cache through the dozen passes over them.
+            # stay in cache through the dozen passes over them. The next layer's input (real/step)
+            # replaces the sums in place; its peak sets the tile's shift.
             rows = h if device.type != "cpu" else max(1, BAND_VALUES // (b * w * c4))
+            peak = torch.zeros(b, dtype=torch.float32, device=device)
+            for r in range(0, h, rows):
+                band = a[:, r : r + rows]
+                q = (band * band).mul_(self._param(k, "square", device)).round_().clamp_(0, Q_MAX).to(torch.uint8)
+                q = q.view(b, band.shape[1], w * 4, c).permute(0, 3, 1, 2)  # the phases as more pixels: one 1×1 convolution
+                norm = self._conv(k, "gamma", device)(q).permute(0, 2, 3, 1).reshape(band.shape)
+                norm = norm.mul_(self._param(k, "gamma_scale", device)).add_(self._param(k, "beta", device)).sqrt_()
+                band.mul_(norm).mul_(self._param(k, "scale", device))
+                peak = torch.maximum(peak, band.abs().amax((1, 2, 3, 4)))
+            shift = _shift(peak, self._limit(k + 1))
+            x = [torch.empty((b, 2 * h, 2 * w, c), dtype=torch.uint8, device=device) for _ in range(self._planes_of(k + 1))]
             for r in range(0, h, rows):
                 band = a[:, r : r + rows]
                 n = band.shape[1]
-                q = (band * band).mul_(self._param(k, "square", device)).round_().clamp_(0, Q_MAX).to(torch.uint8)
-                q = q.view(b, n, w * 4, c).permute(0, 3, 1, 2)  # the phases as more pixels: one 1×1 convolution
-                norm = self._conv(k, "gamma", device)(q).permute(0, 2, 3, 1).reshape(b, n, w, 4, c)
-                norm = norm.mul_(self._param(k, "gamma_scale", device)).add_(self._param(k, "beta", device)).sqrt_()
-                out = self._store(band.mul_(norm).mul_(self._param(k, "scale", device)), k + 1)
+                out = self._planes(band.div_(shift.float().view(-1, 1, 1, 1, 1)), k + 1)
                 for plane, o in zip(x, out):  # interleave the phases: (B, n, w, py, px, C) -> (B, 2n, 2w, C)
                     plane[:, 2 * r : 2 * (r + n)] = o.view(b, n, w, 2, 2, c).permute(0, 1, 3, 2, 4, 5).reshape(b, 2 * n, 2 * w, c)
             x = [plane.permute(0, 3, 1, 2) for plane in x]  # NCHW views of channels-last memory
         raise AssertionError("unreachable")
 
+    def _planes_of(self, k: int) -> int:
+        return int(self.layers[k]["planes"])
 
-    def _store(self, t: torch.Tensor, k: int) -> list[torch.Tensor]:
-        """Layer k's input activations t (real/step, overwritten) as stored: clamp(round(t)) in one
-        uint8 plane (X + 128) or two (high + 128, low). NHWC for the network's input t (NCHW) too."""
-        if t.dim() == 4:
-            t = t.permute(0, 2, 3, 1)
-        if int(self.layers[k]["planes"]) == 1:
+    def _limit(self, k: int) -> int:
+        return WIDE_MAX if self._planes_of(k) == 2 else ACT_MAX
+
+    def _planes(self, t: torch.Tensor, k: int) -> list[torch.Tensor]:
+        """Layer k's input activations t (NHWC, in steps, within its range; overwritten) as stored:
+        round(t) in one uint8 plane (X + 128) or two (high + 128, low)."""
+        if self._planes_of(k) == 1:
             return [t.round_().clamp_(-ACT_MAX, ACT_MAX).to(torch.int8).view(torch.uint8).bitwise_xor_(128).contiguous()]
         t = t.round_().clamp_(-WIDE_MAX - 1, WIDE_MAX)
         high = torch.floor(t / 128)  # exact: a power of two
@@ -321,11 +343,20 @@ class Int8Synthesis:
         return [high.to(torch.int8).view(torch.uint8).bitwise_xor_(128).contiguous(), low.contiguous()]
 
 
+def _shift(peak: torch.Tensor, limit: int) -> torch.Tensor:
+    """Per tile, the power of two 2**s (s ≥ 0, smallest) that brings activations of this peak within
+    ±limit: a tile beyond the calibrated range is coded with coarser steps instead of clipped. Exact:
+    one correctly rounded division, then frexp."""
+    mantissa, exponent = torch.frexp(peak.double() / limit)
+    s = torch.where(mantissa == 0.5, exponent - 1, exponent).clamp_(min=0)
+    return torch.pow(2.0, s.double())
+
+
 BAND_VALUES = 2**18  # fp32 values per band: 1 MiB, a core's L2
 
 
 def _onednn_conv(x: torch.Tensor, *, packed, ones, zps, bias, zero: int, pad: int) -> torch.Tensor:
-    # Scales of 1: the fp32 output is the int32 sum itself (plus the integer bias).
+    # Scales of 1: the fp32 output is the int32 sum itself.
     return torch.ops.onednn.qconv_pointwise(x, 1.0, zero, packed, ones, zps, bias, [1, 1], [pad, pad], [1, 1], 1,
                                             1.0, 0, torch.float32, "none", [], "")
 

@@ -76,7 +76,7 @@ def _interp(table: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return table[lo] * (1 - t) + table[lo + 1] * t
 
 
-SYNTHESES = ("exact", "int8")  # how a decoder runs g_s: exactsynth.py, or intsynth.py (model 7 on)
+SYNTHESES = ("exact", "int8")  # how a decoder runs g_s: exactsynth.py (models 1-6), or intsynth.py
 
 
 class TNGModel(nn.Module):
