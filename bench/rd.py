@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/rd.py FOLDER [--out DIR] [--limit N] [--qualities 1,2,...,8]
                                         [--pil-qualities 5,10,...,95] [--threads 2] [--model-id 1]
+                                        [--baselines-from EARLIER/rd.json]
 
 Images: png/jpg/jpeg/webp found recursively under FOLDER, sorted by path, read as TNG reads them
 (`codec.open_image`), 8-bit RGB without alpha or metadata. How each codec is run and measured, the

@@ -130,7 +130,7 @@ def test_two_ray_workers_keep_identical_weights_and_resume_both_ways(tmp_path, c
         # Every rank hashed its own weights after the last step: DDP kept them bit-identical, and
         # rank 0 saved exactly those, in the single-process format.
         ck = torch.load(out / "last.pt", weights_only=True)
-        assert set(ck) == {"model", "optimizer", "step", "elapsed", "n", "m"} and ck["step"] == 4
+        assert set(ck) == {"model", "optimizer", "step", "elapsed", "n", "m", "synthesis"} and ck["step"] == 4
         assert result["step"] == 4 and result["digests"] == [weights_digest(ck["model"])] * 2
         # A 2-worker checkpoint resumes in one process...
         assert main(["train", *common, "--steps", "6", "--resume", str(out / "last.pt")]) == 0
