@@ -57,6 +57,8 @@ from PIL import Image, features
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from rd import _cpu_name  # noqa: E402  (bench/rd.py, beside this file)
+
 
 def photo_768x512() -> tuple[np.ndarray, str]:
     val = ROOT.parent / "shared/datasets/val-photos/wikipedia-photos/001.png"
@@ -118,16 +120,6 @@ def memory_child(what: str, megapixels: float, threads: int, model_id: int) -> N
 
 # ------------------------------------------------------------------------------------------- speed table
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment(threads: int, device: str, photo: str) -> dict:
     import torch
 
@@ -138,7 +130,7 @@ def environment(threads: int, device: str, photo: str) -> dict:
         jxl = ""
     return {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "cpu": cpu_name(), "cpus": os.cpu_count(), "threads": threads, "device": device,
+        "cpu": _cpu_name(), "cpus": os.cpu_count(), "threads": threads, "device": device,
         "torch": torch.__version__, "photo": f"768x512 centre crop of {photo}",
         "software": f"Python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}, "
                     f"Pillow {Image.__version__} (libwebp {features.version('webp')}, libavif {features.version('avif')}){jxl}",

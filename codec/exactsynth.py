@@ -80,18 +80,7 @@ class ExactSynthesis:
 
     @functools.lru_cache(maxsize=64)
     def inverse_gain(self, q_milli: int) -> torch.Tensor:
-        """(M,) integer inverse gains (units 2**-GAIN_FRAC) of quality q_milli/1000, geometric between levels."""
-        levels = self.log_inv_gain.shape[0]
-        pos = q_milli - 1000
-        lo = min(pos // 1000, levels - 2)
-        out = []
-        with localcontext() as ctx:
-            ctx.prec = 40
-            t = Decimal(pos - 1000 * lo) / Decimal(1000)  # exact: a multiple of 0.001
-            for a, b in zip(self.log_inv_gain[lo].tolist(), self.log_inv_gain[lo + 1].tolist()):
-                g = (Decimal(a) * (1 - t) + Decimal(b) * t).exp() * 2**GAIN_FRAC
-                out.append(float(g.to_integral_value(ROUND_HALF_EVEN)))
-        return torch.tensor(out, dtype=torch.float64)
+        return inverse_gain(self.log_inv_gain, q_milli)
 
     @torch.no_grad()
     def __call__(self, residual: torch.Tensor, mean: torch.Tensor, q_milli: int, device: torch.device) -> torch.Tensor:
@@ -129,6 +118,23 @@ class ExactSynthesis:
 # Working memory of one step, in float64 values: a transposed convolution's column buffer is
 # (C_out·k²) × (input pixels), 1.3 GB for the third layer of a 1024² tile in one piece.
 STRIPE_VALUES = 2**24  # 128 MiB
+
+
+def inverse_gain(log_inv_gain: torch.Tensor, q_milli: int) -> torch.Tensor:
+    """(M,) integer inverse gains (units 2**-GAIN_FRAC) of quality q_milli/1000, geometric between the
+    levels' rows of log_inv_gain (float64, CPU), computed with `decimal` (correctly rounded exp) so that
+    every machine agrees."""
+    levels = log_inv_gain.shape[0]
+    pos = q_milli - 1000
+    lo = min(pos // 1000, levels - 2)
+    out = []
+    with localcontext() as ctx:
+        ctx.prec = 40
+        t = Decimal(pos - 1000 * lo) / Decimal(1000)  # exact: a multiple of 0.001
+        for a, b in zip(log_inv_gain[lo].tolist(), log_inv_gain[lo + 1].tolist()):
+            g = (Decimal(a) * (1 - t) + Decimal(b) * t).exp() * 2**GAIN_FRAC
+            out.append(float(g.to_integral_value(ROUND_HALF_EVEN)))
+    return torch.tensor(out, dtype=torch.float64)
 
 
 def _rows(values_per_row: int) -> int:

@@ -31,12 +31,12 @@ activation steps fixed by calibration; `integer_tensors` turns it into what a we
 from __future__ import annotations
 
 import functools
-from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .exactsynth import GAIN_FRAC, inverse_gain
 from .intnet import ACT_BITS as MEAN_FRAC, ste_round
 from .layers import GDN
 
@@ -54,7 +54,6 @@ WIDE_INPUTS = (0, 1)
 W_MAX = 127  # int8 weights
 Q_MAX = 255  # squared activations of an IGDN, unsigned 8-bit
 EXACT = 2.0**24  # fp32 holds every integer below this
-GAIN_FRAC = 16  # inverse gains are multiples of 2**-16 (as in exactsynth)
 LAYERS = 4
 
 # (tap of the 5×5 kernel) for each output phase and input offset d in {-1, 0, 1}: output row
@@ -234,19 +233,7 @@ class Int8Synthesis:
 
     @functools.lru_cache(maxsize=64)
     def inverse_gain(self, q_milli: int) -> torch.Tensor:
-        """(M,) integer inverse gains (units 2**-GAIN_FRAC) of quality q_milli/1000, geometric between
-        levels, computed with `decimal` (correctly rounded exp) so that every machine agrees."""
-        levels = self.log_inv_gain.shape[0]
-        pos = q_milli - 1000
-        lo = min(pos // 1000, levels - 2)
-        out = []
-        with localcontext() as ctx:
-            ctx.prec = 40
-            t = Decimal(pos - 1000 * lo) / Decimal(1000)
-            for a, b in zip(self.log_inv_gain[lo].tolist(), self.log_inv_gain[lo + 1].tolist()):
-                g = (Decimal(a) * (1 - t) + Decimal(b) * t).exp() * 2**GAIN_FRAC
-                out.append(float(g.to_integral_value(ROUND_HALF_EVEN)))
-        return torch.tensor(out, dtype=torch.float64)
+        return inverse_gain(self.log_inv_gain, q_milli)  # the same gains as exactsynth's
 
     def _conv(self, k: int, which: str, device: torch.device):
         """A function computing layer k's convolution of uint8 x, exactly, in fp32: "kernel" (of 8-bit
@@ -259,15 +246,13 @@ class Int8Synthesis:
             pad, zero = {"kernel": (1, 128), "high": (1, 128), "low": (1, 0), "gamma": (0, 0)}[which]
             if which == "gamma":
                 w = w.view(*w.shape, 1, 1)
-            bias = None  # added after the shift (`_run`)
             if self.kernel == "onednn" and device.type == "cpu":
                 ones = torch.ones(w.shape[0])
                 packed = torch.ops.onednn.qconv_prepack(w, ones, 1.0, zero, [1, 1], [pad, pad], [1, 1], 1, None)
                 zps = torch.zeros(w.shape[0], dtype=torch.int64)
-                fn = functools.partial(_onednn_conv, packed=packed, ones=ones, zps=zps, bias=bias, zero=zero, pad=pad)
+                fn = functools.partial(_onednn_conv, packed=packed, ones=ones, zps=zps, zero=zero, pad=pad)
             else:
-                fn = functools.partial(_float_conv, w=w.float().to(device), bias=None if bias is None else bias.to(device),
-                                       zero=zero, pad=pad)
+                fn = functools.partial(_float_conv, w=w.float().to(device), zero=zero, pad=pad)
             self._cache[key] = fn
         return self._cache[key]
 
@@ -355,18 +340,17 @@ def _shift(peak: torch.Tensor, limit: int) -> torch.Tensor:
 BAND_VALUES = 2**18  # fp32 values per band: 1 MiB, a core's L2
 
 
-def _onednn_conv(x: torch.Tensor, *, packed, ones, zps, bias, zero: int, pad: int) -> torch.Tensor:
-    # Scales of 1: the fp32 output is the int32 sum itself.
-    return torch.ops.onednn.qconv_pointwise(x, 1.0, zero, packed, ones, zps, bias, [1, 1], [pad, pad], [1, 1], 1,
+def _onednn_conv(x: torch.Tensor, *, packed, ones, zps, zero: int, pad: int) -> torch.Tensor:
+    # Scales of 1 and no bias (added after the shift, `_run`): the fp32 output is the int32 sum itself.
+    return torch.ops.onednn.qconv_pointwise(x, 1.0, zero, packed, ones, zps, None, [1, 1], [pad, pad], [1, 1], 1,
                                             1.0, 0, torch.float32, "none", [], "")
 
 
-def _float_conv(x: torch.Tensor, *, w: torch.Tensor, bias, zero: int, pad: int) -> torch.Tensor:
+def _float_conv(x: torch.Tensor, *, w: torch.Tensor, zero: int, pad: int) -> torch.Tensor:
     xf = x.float()
     if zero:
         xf = xf.sub_(zero)
-    out = F.conv2d(xf, w, None, 1, pad)
-    return out.add_(bias.view(1, -1, 1, 1)) if bias is not None else out
+    return F.conv2d(xf, w, None, 1, pad)
 
 
 class _no_tf32:
