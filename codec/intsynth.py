@@ -7,7 +7,7 @@ one output phase each, stacked phase-major into one ordinary convolution to 4·C
 are interleaved into the upsampled image afterwards. Per layer, with X the 8-bit activations
 (stored as X + 128 in uint8) and K, G int8:
 
-    acc   = conv3x3(X, K)·2**s + bias            conv3x3(X, K): integers below 2**24 (proven at load)
+    acc   = conv3x3(X, K)·r + bias               conv3x3(X, K): integers below 2**24 (proven at load)
             conv3x3(X, K) = 128·conv3x3(hi, K) + conv3x3(lo, K)   for 15-bit X = 128·hi + lo
                                                  (WIDE_INPUTS): two exact sums, one rounded fp32 add
     IGDN:  Q   = clamp(round(acc·acc·cq), 0, 255)
@@ -15,9 +15,12 @@ are interleaved into the upsampled image afterwards. Per layer, with X the 8-bit
            X'  = clamp(round(acc·n·k), -127, 127)
     last:  pixels = clamp(round(acc·ws255), 0, 255)
 
-round: to the nearest integer, ties to even (IEEE-754 roundToIntegralTiesToEven). X = round(t/2**s)
-for activations t (in steps), with s ≥ 0 per tile the smallest that keeps |X| within range: a tile
-beyond the calibrated range gets coarser steps, never clipped values (`_shift`).
+round: to the nearest integer, ties to even (IEEE-754 roundToIntegralTiesToEven). X = round(t·u)
+for activations t (in calibrated steps), with u per tile and layer the largest dyadic rational of
+SCALE_BITS significant bits that keeps |X| within range, and r = 1/u rounded to fp32 (`_tile_scale`):
+each tile is coded at the finest steps its own activations allow, a tile beyond the calibrated range
+at coarser ones, never clipped. u and r are computed on the CPU in float64, so they are the same
+everywhere, and the decoder only multiplies by them.
 
 The sums are integers below 2**24, so they come out the same from any kernel that sums exactly:
 oneDNN's int8 convolution (AVX-512 VNNI, `vpdpbusd`: no int16 saturation), or an fp32
@@ -157,10 +160,10 @@ class QuantSynthesis(nn.Module):
 
 def _fake_quant(t: torch.Tensor, limit: int) -> torch.Tensor:
     """Activations t (in steps) as the decoder stores them, with straight-through rounding: per
-    sample the shift of `_shift`, then round and clamp to [-127, 127] or [-16384, 16383]."""
-    scale = _shift(t.detach().abs().amax(dim=tuple(range(1, t.dim()))), limit).to(t.dtype)
-    scale = scale.view(-1, *[1] * (t.dim() - 1))
-    return torch.clamp(ste_round(t / scale), -limit - (limit > ACT_MAX), limit) * scale
+    sample the scale of `_tile_scale`, then round and clamp to [-127, 127] or [-16384, 16383]."""
+    u, r = (v.to(t.device, t.dtype).view(-1, *[1] * (t.dim() - 1))
+            for v in _tile_scale(t.detach().abs().amax(dim=tuple(range(1, t.dim()))), limit))
+    return torch.clamp(ste_round(t * u), -limit - (limit > ACT_MAX), limit) * r
 
 
 @torch.no_grad()
@@ -273,8 +276,8 @@ class Int8Synthesis:
         ig = self.inverse_gain(q_milli).to(device).view(1, -1, 1, 1)
         sym = residual.to(device, torch.float64) * 2**MEAN_FRAC + mean.to(device, torch.float64) * 2**MEAN_FRAC
         t = (sym * ig).mul_(self.input.to(device)).permute(0, 2, 3, 1)
-        shift = _shift(t.abs().amax((1, 2, 3)), self._limit(0))
-        x = [p.permute(0, 3, 1, 2) for p in self._planes(t.div_(shift.view(-1, 1, 1, 1)), 0)]
+        u, back = _tile_scale(t.abs().amax((1, 2, 3)), self._limit(0))
+        x = [p.permute(0, 3, 1, 2) for p in self._planes(t.mul_(u.to(device).view(-1, 1, 1, 1)), 0)]
         for k in range(LAYERS):
             if len(x) == 1:
                 acc = self._conv(k, "kernel", device)(x[0])  # (B, 4C, h, w)
@@ -283,13 +286,13 @@ class Int8Synthesis:
             b, c4, h, w = acc.shape
             c = c4 // 4
             a = acc.permute(0, 2, 3, 1).reshape(b, h, w, 4, c)  # a view when the output is channels-last
-            a.mul_(shift.float().view(-1, 1, 1, 1, 1)).add_(self._param(k, "bias", device).view(4, c))
+            a.mul_(back.float().to(device).view(-1, 1, 1, 1, 1)).add_(self._param(k, "bias", device).view(4, c))
             if k == LAYERS - 1:
                 px = a.mul_(self._param(k, "scale", device)).round_().clamp_(0, 255).to(torch.uint8)
                 return px.view(b, h, w, 2, 2, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, 2 * h, 2 * w)
             # The steps after the convolution, a band of rows at a time: on a CPU the band's values
             # stay in cache through the dozen passes over them. The next layer's input (real/step)
-            # replaces the sums in place; its peak sets the tile's shift.
+            # replaces the sums in place; its peak sets the tile's scale.
             rows = h if device.type != "cpu" else max(1, BAND_VALUES // (b * w * c4))
             peak = torch.zeros(b, dtype=torch.float32, device=device)
             for r in range(0, h, rows):
@@ -300,12 +303,13 @@ class Int8Synthesis:
                 norm = norm.mul_(self._param(k, "gamma_scale", device)).add_(self._param(k, "beta", device)).sqrt_()
                 band.mul_(norm).mul_(self._param(k, "scale", device))
                 peak = torch.maximum(peak, band.abs().amax((1, 2, 3, 4)))
-            shift = _shift(peak, self._limit(k + 1))
+            u, back = _tile_scale(peak, self._limit(k + 1))
+            u32 = u.float().to(device).view(-1, 1, 1, 1, 1)
             x = [torch.empty((b, 2 * h, 2 * w, c), dtype=torch.uint8, device=device) for _ in range(self._planes_of(k + 1))]
             for r in range(0, h, rows):
                 band = a[:, r : r + rows]
                 n = band.shape[1]
-                out = self._planes(band.div_(shift.float().view(-1, 1, 1, 1, 1)), k + 1)
+                out = self._planes(band.mul_(u32), k + 1)
                 for plane, o in zip(x, out):  # interleave the phases: (B, n, w, py, px, C) -> (B, 2n, 2w, C)
                     plane[:, 2 * r : 2 * (r + n)] = o.view(b, n, w, 2, 2, c).permute(0, 1, 3, 2, 4, 5).reshape(b, 2 * n, 2 * w, c)
             x = [plane.permute(0, 3, 1, 2) for plane in x]  # NCHW views of channels-last memory
@@ -328,20 +332,27 @@ class Int8Synthesis:
         return [high.to(torch.int8).view(torch.uint8).bitwise_xor_(128).contiguous(), low.contiguous()]
 
 
-def _shift(peak: torch.Tensor, limit: int) -> torch.Tensor:
-    """Per tile, the power of two 2**s (s ≥ 0, smallest) that brings activations of this peak within
-    ±limit: a tile beyond the calibrated range is coded with coarser steps instead of clipped. Exact:
-    one correctly rounded division, then frexp."""
-    mantissa, exponent = torch.frexp(peak.double() / limit)
-    s = torch.where(mantissa == 0.5, exponent - 1, exponent).clamp_(min=0)
-    return torch.pow(2.0, s.double())
+SCALE_BITS = 8  # significant bits of a tile's scale u: its steps are at most 2**-7 coarser than its peak allows
+SCALE_MAX = 2.0**30  # u of a tile of zeros
+
+
+def _tile_scale(peak: torch.Tensor, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per tile, (u, r) on the CPU in float64: u the largest multiple of 2**(e − SCALE_BITS) at most
+    limit/peak, e its binary exponent, so that round(peak·u) ≤ limit: the tile's activations t are
+    coded as round(t·u), at the finest steps that fit (a tile beyond the calibrated range: coarser,
+    not clipped); r = 1/u (the decoder multiplies by r rounded to fp32). Both exactly representable in
+    fp32 and made by correctly rounded float64 operations: the same on every machine and device."""
+    ratio = (limit / peak.detach().to("cpu", torch.float64)).clamp_(max=SCALE_MAX)
+    mantissa, exponent = torch.frexp(ratio)
+    u = torch.ldexp(torch.floor(torch.ldexp(mantissa, torch.tensor(SCALE_BITS))), exponent - SCALE_BITS)
+    return u, (1 / u).float().double()
 
 
 BAND_VALUES = 2**18  # fp32 values per band: 1 MiB, a core's L2
 
 
 def _onednn_conv(x: torch.Tensor, *, packed, ones, zps, zero: int, pad: int) -> torch.Tensor:
-    # Scales of 1 and no bias (added after the shift, `_run`): the fp32 output is the int32 sum itself.
+    # Scales of 1 and no bias (added after the tile's scale 1/u, `_run`): the fp32 output is the int32 sum itself.
     return torch.ops.onednn.qconv_pointwise(x, 1.0, zero, packed, ones, zps, None, [1, 1], [pad, pad], [1, 1], 1,
                                             1.0, 0, torch.float32, "none", [], "")
 

@@ -30,7 +30,7 @@ from .intsynth import Int8Synthesis, integer_tensors
 from .model import LAMBDAS, LEGACY_LAMBDAS, TNGModel
 
 SHIPPED_DIR = Path(__file__).parent / "weights"
-DEFAULT_MODEL_ID = 6  # the best shipped model (BENCHMARKS.md); every id stays decodable
+DEFAULT_MODEL_ID = 7  # the best shipped model (BENCHMARKS.md); every id stays decodable
 WEIGHTS_FORMAT = "tng-weights-1"
 
 

@@ -3,6 +3,7 @@ count, sums provably exact, and a training forward that is the decoder's network
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from tng.codec import Codec
 from tng.codec.intsynth import WIDE_MARGIN, Int8Synthesis, QuantSynthesis, has_vnni, integer_tensors, interleave, polyphase
 from tng.codec.model import TNGModel
-from tng.codec.registry import export_weights, load_model, load_weights
+from tng.codec.registry import DEFAULT_MODEL_ID, export_weights, load_model, load_weights
 
 
 def test_polyphase_convolution_is_the_transposed_convolution():
@@ -50,7 +51,13 @@ def _photo(h=128, w=192, seed=0):
     return big[0].permute(1, 2, 0).clamp(0, 255).to(torch.uint8).numpy()
 
 
-def test_stream_decodes_to_the_encoders_pixels_with_every_kernel_and_thread_count(int8_model):
+@pytest.mark.parametrize("which", ["fixture", "default"])
+def test_stream_decodes_to_the_encoders_pixels_with_every_kernel_and_thread_count(int8_model, which):
+    """The test fixture's weights, and the shipped default model's when it has an int8 synthesis."""
+    if which == "default":
+        int8_model = load_model(DEFAULT_MODEL_ID)
+        if int8_model.net.synthesis != "int8":
+            pytest.skip("the default model has no int8 synthesis")
     enc = Codec(device="cpu", model=int8_model).encode(_photo(), quality=5.5)
     kernels = ["float"] + (["onednn"] if has_vnni() else [])
     threads = torch.get_num_threads()
@@ -64,6 +71,18 @@ def test_stream_decodes_to_the_encoders_pixels_with_every_kernel_and_thread_coun
                 assert np.array_equal(dec.rgb, enc.reconstruction), (kernel, n)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_bands_of_rows_give_the_same_pixels(int8_model, monkeypatch):
+    """The steps after each convolution in tiny bands (many per layer) against one band per layer."""
+    import tng.codec.intsynth as intsynth
+
+    enc = Codec(device="cpu", model=int8_model).encode(_photo(seed=4), quality=7)
+    monkeypatch.setattr(intsynth, "BAND_VALUES", 2**9)
+    small = Codec(device="cpu", model=int8_model).decode(enc.data).rgb
+    monkeypatch.setattr(intsynth, "BAND_VALUES", 2**30)
+    whole = Codec(device="cpu", model=int8_model).decode(enc.data).rgb
+    assert np.array_equal(small, enc.reconstruction) and np.array_equal(whole, enc.reconstruction)
 
 
 def test_kernels_agree_at_the_limits_of_the_sums(int8_model):
@@ -160,16 +179,26 @@ def test_wide_activations_are_split_into_two_exact_planes(int8_model):
     assert (one.view(-1).to(torch.int32) - 128).tolist() == [-127, -127, -127, -127, -2, 0, 0, 127, 127, 127, 127]
 
 
-def test_shift_is_the_smallest_power_of_two_that_fits():
-    from tng.codec.intsynth import _shift
+def test_tile_scale_is_the_finest_that_fits():
+    """u: at most SCALE_BITS significant bits, peak·u within the limit, the next larger such value not;
+    1/u as fp32; a tile of zeros gets a finite scale."""
+    from tng.codec.intsynth import SCALE_BITS, SCALE_MAX, _tile_scale
 
-    got = _shift(torch.tensor([0.0, 100.0, 127.0, 127.5, 254.0, 255.0, 1e6]), 127)
-    assert got.tolist() == [1, 1, 1, 2, 2, 4, 2**13]
+    peaks = torch.tensor([0.0, 1e-3, 50.0, 100.0, 127.0, 127.5, 254.0, 255.0, 1e6, 3.0e4])
+    for limit in (127, 128 * 128 - 1):
+        u, back = _tile_scale(peaks, limit)
+        assert u[0] == SCALE_MAX and torch.equal(back, (1 / u).float().double())
+        for p, v in zip(peaks[1:].double().tolist(), u[1:].tolist()):
+            m, e = math.frexp(v)
+            assert m * 2**SCALE_BITS == int(m * 2**SCALE_BITS)  # SCALE_BITS significant bits
+            assert round(p * v) <= limit and p * (v + 2.0 ** (e - SCALE_BITS)) > limit, (p, v)
+    # powers of two stay exact: the calibrated range itself (peak = limit) gets u = 1
+    assert _tile_scale(torch.tensor([127.0]), 127)[0].item() == 1.0
 
 
 def test_tiles_beyond_the_calibrated_range_get_coarser_steps_not_clipped(int8_model, monkeypatch):
     """Saturated colour blocks drive the activations far past what the fixture was calibrated on
-    (smooth noise): the per-tile shift loses far less than clipping at the calibrated range would."""
+    (smooth noise): the per-tile scale loses far less than clipping at the calibrated range would."""
     import tng.codec.intsynth as intsynth
 
     img = np.zeros((128, 192, 3), np.uint8)
@@ -179,7 +208,8 @@ def test_tiles_beyond_the_calibrated_range_get_coarser_steps_not_clipped(int8_mo
     exact = Codec(6, device="cpu").encode(img, quality=8)
     enc = Codec(device="cpu", model=int8_model).encode(img, quality=8)
     assert enc.data[16:] == exact.data[16:] or abs(enc.bpp - exact.bpp) < 1e-9  # the same symbols
-    monkeypatch.setattr(intsynth, "_shift", lambda peak, limit: torch.ones_like(peak, dtype=torch.float64))
+    ones = lambda peak, limit: (torch.ones(len(peak), dtype=torch.float64),) * 2  # noqa: E731
+    monkeypatch.setattr(intsynth, "_tile_scale", ones)
     clipped = Codec(device="cpu", model=int8_model).encode(img, quality=8)
-    # measured: 16.9 dB shifted, 12.7 clipped, 22.7 for model 6's exact synthesis
+    # measured: 16.9 dB scaled, 12.7 clipped, 22.7 for model 6's exact synthesis
     assert enc.psnr > clipped.psnr + 3.0 and clipped.psnr < exact.psnr - 6.0, (enc.psnr, clipped.psnr, exact.psnr)
