@@ -2,7 +2,8 @@
 
 A model id names one weights file forever: every `.tng` file records the id and a digest of the
 weights, and must decode in every later version, so shipped files are never changed or removed,
-only added. Shipped weights live in `codec/weights/`; more folders can be listed in the
+only added. Shipped weights live in `codec/weights/`, xz-compressed (`tng-N.safetensors.xz`: the
+bytes inside, and so the digest, are the exported file's); more folders can be listed in the
 TNG_MODEL_PATH environment variable (os.pathsep-separated), e.g. for weights fine-tuned on an
 archive's own images. The id is read from each file's metadata.
 
@@ -14,10 +15,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
+import lzma
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import safetensors
+import safetensors.torch
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -65,13 +70,40 @@ def _entropy_models(net: TNGModel) -> dict[str, EntropyModel]:
     return {"z": net.z_prior, "y": net.y_prior}
 
 
+def _header_metadata(head: bytes) -> dict[str, str]:
+    """The metadata of a safetensors file from its first bytes: an 8-byte little-endian length, then a
+    JSON header whose "__metadata__" holds it."""
+    if len(head) < 8:
+        raise ValueError("too short for a safetensors header")
+    n = int.from_bytes(head[:8], "little")
+    if len(head) < 8 + n:
+        raise ValueError("truncated safetensors header")
+    return json.loads(head[8 : 8 + n]).get("__metadata__") or {}
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    """A weights file's metadata without reading its tensors. Shipped weights are xz-compressed
+    (`*.safetensors.xz`, 30 % smaller: what a lent GPU's 64 MiB carries is mostly weights); their
+    digest, like any file's, is that of the safetensors bytes."""
+    if path.suffix != ".xz":
+        with safe_open(path, "pt") as fh:
+            return fh.metadata() or {}
+    dec, head = lzma.LZMADecompressor(), b""
+    with path.open("rb") as f:
+        while len(head) < 8 or len(head) < 8 + int.from_bytes(head[:8], "little"):
+            chunk = f.read(1 << 16)
+            if not chunk:
+                break
+            head += dec.decompress(chunk)
+    return _header_metadata(head)
+
+
 def _weight_files() -> dict[int, Path]:
     dirs = [SHIPPED_DIR] + [Path(p) for p in os.environ.get("TNG_MODEL_PATH", "").split(os.pathsep) if p]
     found: dict[int, Path] = {}
     for d in dirs:
-        for f in sorted(d.glob("*.safetensors")):
-            with safe_open(f, "pt") as fh:
-                meta = fh.metadata() or {}
+        for f in sorted([*d.glob("*.safetensors"), *d.glob("*.safetensors.xz")]):
+            meta = _metadata(f)
             if meta.get("format") != WEIGHTS_FORMAT:
                 continue
             mid = int(meta["model_id"])
@@ -100,11 +132,16 @@ def load_weights(path: str | os.PathLike) -> LoadedModel:
     """Load one weights file, registered or not (e.g. a checkpoint exported for validation)."""
     path = Path(path)
     raw = path.read_bytes()
-    tensors: dict[str, torch.Tensor] = {}
-    with safe_open(path, "pt") as fh:
-        meta = fh.metadata() or {}
-        for k in fh.keys():
-            tensors[k] = fh.get_tensor(k)
+    if path.suffix == ".xz":
+        try:
+            raw = lzma.decompress(raw)
+        except lzma.LZMAError as e:
+            raise TNGError(f"weights file {path}: {e}") from None
+    try:
+        tensors = safetensors.torch.load(raw)
+        meta = _header_metadata(raw)
+    except (safetensors.SafetensorError, ValueError) as e:
+        raise TNGError(f"{path} is not a TNG weights file ({e})") from None
     if meta.get("format") != WEIGHTS_FORMAT:
         raise TNGError(f"{path} is not a TNG weights file")
     synthesis = meta.get("synthesis", "exact")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from tng.codec import Codec
 
@@ -20,6 +21,29 @@ def test_every_shipped_model_has_golden_files():
     shipped = {mid for mid, path in _weight_files().items() if path.parent == SHIPPED_DIR}
     covered = {int(name[1:].split("-")[0]) for name in EXPECTED}
     assert shipped <= covered
+
+
+def test_shipped_weights_are_compressed_and_keep_their_digests(tmp_path):
+    """Shipped weights are xz-compressed safetensors (a lent GPU's 64 MiB carries the whole tree); the
+    model, its metadata and the digest every stream records are those of the safetensors bytes inside."""
+    import lzma
+
+    from tng.codec import TNGError
+    from tng.codec.registry import SHIPPED_DIR, _metadata, _weight_files, load_model, load_weights
+
+    shipped = {mid: path for mid, path in _weight_files().items() if path.parent == SHIPPED_DIR}
+    assert shipped and all(path.name.endswith(".safetensors.xz") for path in shipped.values())
+    packed = shipped[1]
+    plain = tmp_path / "tng-1.safetensors"
+    plain.write_bytes(lzma.decompress(packed.read_bytes()))
+    a, b = load_model(1), load_weights(plain)
+    assert a.digest == b.digest == hashlib.sha256(plain.read_bytes()).digest()[:4]
+    assert _metadata(packed) == _metadata(plain) == a.metadata
+    assert all(torch.equal(x, y) for x, y in zip(a.net.state_dict().values(), b.net.state_dict().values()))
+    broken = tmp_path / "broken.safetensors.xz"
+    broken.write_bytes(packed.read_bytes()[: 1 << 20])
+    with pytest.raises(TNGError, match="broken.safetensors.xz"):
+        load_weights(broken)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
