@@ -25,7 +25,8 @@ everywhere, and the decoder only multiplies by them.
 The sums are integers below 2**24, so they come out the same from any kernel that sums exactly:
 oneDNN's int8 convolution (AVX-512 VNNI, `vpdpbusd`: no int16 saturation), or an fp32
 convolution on any CPU or GPU (every partial sum is an integer fp32 holds exactly). The other steps
-are single IEEE-754 fp32 operations in a fixed order, correctly rounded everywhere. So the same
+are single IEEE-754 fp32 operations in a fixed order, correctly rounded everywhere (the square
+root through `exactsynth.sqrt_`: torch's CPU sqrt is not correctly rounded on every CPU). So the same
 stream gives the same pixels on every machine, thread count and device.
 
 Training sees the same network with straight-through rounding (`QuantSynthesis`), with the
@@ -39,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .exactsynth import GAIN_FRAC, inverse_gain
+from .exactsynth import GAIN_FRAC, inverse_gain, sqrt_
 from .intnet import ACT_BITS as MEAN_FRAC, ste_round
 from .layers import GDN
 
@@ -300,7 +301,7 @@ class Int8Synthesis:
                 q = (band * band).mul_(self._param(k, "square", device)).round_().clamp_(0, Q_MAX).to(torch.uint8)
                 q = q.view(b, band.shape[1], w * 4, c).permute(0, 3, 1, 2)  # the phases as more pixels: one 1×1 convolution
                 norm = self._conv(k, "gamma", device)(q).permute(0, 2, 3, 1).reshape(band.shape)
-                norm = norm.mul_(self._param(k, "gamma_scale", device)).add_(self._param(k, "beta", device)).sqrt_()
+                norm = sqrt_(norm.mul_(self._param(k, "gamma_scale", device)).add_(self._param(k, "beta", device)))
                 band.mul_(norm).mul_(self._param(k, "scale", device))
                 peak = torch.maximum(peak, band.abs().amax((1, 2, 3, 4)))
             u, back = _tile_scale(peak, self._limit(k + 1))
