@@ -31,6 +31,7 @@ from .entropy_models import decode_tile, encode_tile
 from .errors import TNGError
 from .exactsynth import as_image
 from .images import DEFAULT_MAX_PIXELS, Colour, Flag, SourceImage, to_pil
+from .context import CheckerboardContext, anchor_mask
 from .intnet import ACT_BITS, HyperSynthesis
 from .metrics import psnr
 from .model import LEVELS, STRIDE, lambda_at
@@ -178,17 +179,23 @@ class Codec:
             z = net.h_a(yg).float()
         z, residual, mean, idx = self._symbols(lm, net, yg, z)
         table = net.y_prior.table_index
-        streams = [encode_tile(net.z_prior, net.y_prior, z[k].numpy(), residual[k].numpy(), table(idx[k].numpy()))
-                   for k in range(len(z))]
+        anchor = anchor_mask(*residual.shape[-2:]).numpy() if lm.context else None
+        streams = [encode_tile(net.z_prior, net.y_prior, z[k].numpy(), residual[k].numpy(), table(idx[k].numpy()),
+                               anchor) for k in range(len(z))]
         return streams, residual, mean
 
     @staticmethod
     def _symbols(lm: LoadedModel, net, yg: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The coded integers of gained latents yg and hyper-latents z, on CPU: (z symbols, residuals,
-        means, fixed-point scale indexes), the last two from the exact hyper-synthesis."""
+        means, fixed-point scale indexes), the last two from the exact hyper-synthesis and, with a
+        context model, from the anchors' symbols as the decoder will have them."""
         z = net.z_prior.quantize(z, "symbols")
         mean, idx = HyperSynthesis.exact(z, lm.hyper)
-        return z, net.y_prior.quantize(yg, "symbols", mean), mean, idx
+        residual = net.y_prior.quantize(yg, "symbols", mean)
+        if lm.context:  # the anchors' residuals stand: their means do not change
+            mean, idx = CheckerboardContext.exact(residual + mean, mean, idx, lm.context)
+            residual = net.y_prior.quantize(yg, "symbols", mean)
+        return z, residual, mean, idx
 
     def _synthesise(self, lm: LoadedModel, residual: torch.Tensor, mean: torch.Tensor, q_milli: int) -> torch.Tensor:
         """The decoder's pixels (n, 3, H, W), in exact integer arithmetic (codec/exactsynth.py): the same everywhere."""
@@ -358,7 +365,11 @@ class Codec:
         """One tile's (h, w, 3) uint8 pixels from its stream."""
         z_shape = (lm.net.n, _padded(h) // STRIDE, _padded(w) // STRIDE)
         try:
-            _, residual, mean = decode_tile(net.z_prior, net.y_prior, stream, z_shape, partial(_hyper_tables, lm, net))
+            tables = _TileTables(lm, net)
+            context = None
+            if lm.context:
+                context = (anchor_mask(z_shape[1] * 4, z_shape[2] * 4).numpy(), tables.context)
+            _, residual, mean = decode_tile(net.z_prior, net.y_prior, stream, z_shape, tables.hyper, context)
         except TNGError:
             raise
         except Exception as e:  # constriction rejects some impossible streams itself
@@ -401,10 +412,23 @@ def _checked_header(header: container.Header, lm: LoadedModel) -> Colour:
     return colour
 
 
-def _hyper_tables(lm: LoadedModel, net, z: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
-    """A tile's means and table indexes from its decoded z, by the exact hyper-synthesis (decode_tile's callback)."""
-    mean, idx = HyperSynthesis.exact(torch.from_numpy(z)[None], lm.hyper)
-    return mean, net.y_prior.table_index(idx.numpy()[0])
+class _TileTables:
+    """decode_tile's callbacks for one tile: y's means and table indexes from the decoded z by the
+    exact hyper-synthesis, then (context models) from the decoded anchors by the exact context
+    network, which continues from the hyper-synthesis' fixed-point indexes."""
+
+    def __init__(self, lm: LoadedModel, net) -> None:
+        self.lm, self.net = lm, net
+        self.idx: torch.Tensor | None = None  # the hyper-synthesis' fixed-point indexes
+
+    def hyper(self, z: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        mean, self.idx = HyperSynthesis.exact(torch.from_numpy(z)[None], self.lm.hyper)
+        return mean, self.net.y_prior.table_index(self.idx.numpy()[0])
+
+    def context(self, residual: np.ndarray, mean: torch.Tensor, index: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        y_hat = torch.from_numpy(residual)[None].double() + mean
+        mean, idx = CheckerboardContext.exact(y_hat, mean, self.idx, self.lm.context)
+        return mean, self.net.y_prior.table_index(idx.numpy()[0])
 
 
 def _bisect(attempt, ok, want_low: bool, steps: int = 8) -> Encoded:

@@ -28,7 +28,9 @@ the CPU beside the coder when a model moves to a GPU, and a training state dict 
 
 Tile stream = varint(len(range-coded words)) + words + escapes. The words hold z channel by channel,
 then y's symbols grouped by table (all of y's table indexes are known before y is decoded, so each
-table is one vectorised constriction call). A y residual beyond its table's radius is coded as the
+table is one vectorised constriction call). With a checkerboard context model (codec/context.py), y
+is coded in two such groups: the anchors, whose tables the hyper-synthesis gives, then the others,
+whose tables the context network computes from the decoded anchors. A y residual beyond its table's radius is coded as the
 table's escape symbol, and its value follows the words as a zigzag varint.
 """
 from __future__ import annotations
@@ -309,20 +311,33 @@ def _by_table(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def encode_tile(z_prior: FactorizedPrior, y_prior: GaussianConditional, z: np.ndarray,
-                residual: np.ndarray, index: np.ndarray) -> bytes:
+                residual: np.ndarray, index: np.ndarray, anchor: np.ndarray | None = None) -> bytes:
     """One tile's stream (module docstring) from its symbols: z (C, h, w), residual and table
-    index (M, H, W)."""
+    index (M, H, W). With a checkerboard context, anchor (H, W) marks the latents coded first: y's
+    words are then the anchors', then the others' (whose tables the decoder learns from the anchors),
+    and the escapes follow in the same order."""
     enc = constriction.stream.queue.RangeEncoder()
     z_prior.encode(enc, z)
-    escapes = y_prior.encode(enc, residual, index)
+    escapes = [y_prior.encode(enc, residual[..., g], index[..., g]) for g in _groups(anchor)]
     words = enc.get_compressed().tobytes()
-    return uvarint(len(words)) + words + zigzag_varints(escapes)
+    return uvarint(len(words)) + words + zigzag_varints(np.concatenate(escapes))
+
+
+def _groups(anchor: np.ndarray | None) -> list:
+    """The selections of y's elements coded one after the other: all at once, or anchors then the rest."""
+    return [slice(None)] if anchor is None else [anchor, ~anchor]
+
+
+Context = Callable[[np.ndarray, torch.Tensor, np.ndarray], tuple[torch.Tensor, np.ndarray]]
 
 
 def decode_tile(z_prior: FactorizedPrior, y_prior: GaussianConditional, data: bytes,
                 z_shape: tuple[int, int, int],
-                hyper: Callable[[np.ndarray], tuple[torch.Tensor, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
-    """Inverse of encode_tile. hyper(z) -> (mean, table index) of y; returns (z, residual, mean)."""
+                hyper: Callable[[np.ndarray], tuple[torch.Tensor, np.ndarray]],
+                context: tuple[np.ndarray, Context] | None = None) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    """Inverse of encode_tile. hyper(z) -> (mean, table index) of y; context, for a checkerboard
+    model: (anchor mask, update), update(residual with the anchors decoded, mean, table index) ->
+    (mean, table index) of every latent. Returns (z, residual, mean)."""
     rd = Reader(data)
     n = rd.uvarint("tile stream length")
     if n % 4:
@@ -330,13 +345,19 @@ def decode_tile(z_prior: FactorizedPrior, y_prior: GaussianConditional, data: by
     dec = constriction.stream.queue.RangeDecoder(np.frombuffer(rd.take(n, "tile stream"), np.uint32))
     z = z_prior.decode(dec, z_shape)
     mean, index = hyper(z)
+    groups = _groups(None if context is None else context[0])
+    residual = np.zeros(index.shape, np.int64)
+    for k, g in enumerate(groups):
+        last = k == len(groups) - 1
 
-    def escapes(count: int) -> np.ndarray:
-        if not dec.maybe_exhausted():  # y's symbols end the range-coded words
-            raise TNGError("corrupt file: tile stream is longer than its latents")
-        return rd.zigzag_varints(count, "escape values")
+        def escapes(count: int) -> np.ndarray:
+            if last and not dec.maybe_exhausted():  # y's last symbols end the range-coded words
+                raise TNGError("corrupt file: tile stream is longer than its latents")
+            return rd.zigzag_varints(count, "escape values")
 
-    residual = y_prior.decode(dec, index, escapes)
+        if k:  # the anchors are decoded: the others' tables follow from them
+            mean, index = context[1](residual, mean, index)
+        residual[..., g] = y_prior.decode(dec, index[..., g], escapes)
     if not rd.at_end():
         raise TNGError("corrupt file: unexpected bytes after a tile")
     return z, residual, mean

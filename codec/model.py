@@ -5,6 +5,9 @@
     y·gain ─round(·−μ)─▶ symbols ─(Gaussian conditional)─▶ bits_y
     ŷ = (symbols + μ) · inverse_gain(q) ─g_s─▶ x̂
 
+With a checkerboard context model (codec/context.py; models from 8), the μ and scale of half the
+latents are corrected from the other half, decoded first (a second pass over the tile).
+
 One model serves every quality q in [1, 8]: per-channel gain vectors (Cui et al. 2021) for the eight
 integer levels, interpolated geometrically in between, trained each for its own λ.
 Training uses straight-through rounding for the reconstruction, and additive noise for the rate (or,
@@ -15,13 +18,14 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
+from .context import CONTEXTS, CheckerboardContext, anchor_mask
 from .entropy_models import FactorizedPrior, GaussianConditional
-from .intnet import HyperSynthesis
+from .intnet import HyperSynthesis, ste_round
 from .intsynth import QuantSynthesis
 from .layers import GDN
 
@@ -80,11 +84,13 @@ SYNTHESES = ("exact", "int8")  # how a decoder runs g_s: exactsynth.py (models 1
 
 
 class TNGModel(nn.Module):
-    def __init__(self, n: int = 96, m: int = 160, synthesis: str = "exact"):
+    def __init__(self, n: int = 96, m: int = 160, synthesis: str = "exact", context: str | None = None):
         super().__init__()
         if synthesis not in SYNTHESES:
             raise ValueError(f"unknown synthesis {synthesis!r}")
-        self.n, self.m, self.synthesis = n, m, synthesis
+        if context not in CONTEXTS:
+            raise ValueError(f"unknown context model {context!r}")
+        self.n, self.m, self.synthesis, self.context_kind = n, m, synthesis, context
         self.g_a = nn.Sequential(_conv(3, n), GDN(n), _conv(n, n), GDN(n), _conv(n, n), GDN(n), _conv(n, m))
         self.g_s = nn.Sequential(
             _deconv(m, n), GDN(n, True), _deconv(n, n), GDN(n, True), _deconv(n, n), GDN(n, True), _deconv(n, 3)
@@ -95,6 +101,8 @@ class TNGModel(nn.Module):
         self.h_s = HyperSynthesis(n, m)
         self.z_prior = FactorizedPrior(n)
         self.y_prior = GaussianConditional()  # no parameters: the state dict is unchanged
+        # codec/context.py: the non-anchor latents' parameters from the decoded anchors (None: hyper-prior only)
+        self.context = CheckerboardContext(n, m) if context == "checkerboard" else None
         # Log gains: higher quality -> larger latents -> finer effective quantisation.
         init = torch.tensor([0.5 * math.log(l / LAMBDAS[3]) for l in LAMBDAS]).unsqueeze(1).repeat(1, m)
         self.log_gain = nn.Parameter(init.clone())
@@ -122,8 +130,7 @@ class TNGModel(nn.Module):
         z = self.h_a(y).float()
         z_hat = self.z_prior.quantize(z, "round")
         z_rate = z_hat if rounded_rate else self.z_prior.quantize(z, "noise")
-        mean, scale = self.entropy_parameters(z_hat)
-        r_hat = self.y_prior.quantize(y, "round", mean)
+        r_hat, mean, scale = self.latent_residuals(y, z_hat)
         r_rate = r_hat if rounded_rate else self.y_prior.quantize(y, "noise", mean)
         bits_y, bits_z = self.bits(r_rate, scale, z_rate)
         x_hat = self.synthesise(self.y_prior.dequantize(r_hat, mean) * inv_gain)
@@ -134,8 +141,8 @@ class TNGModel(nn.Module):
         """The inverse-gained quantised latents ŷ that the synthesis receives for images x at qualities q."""
         gain, inv_gain = self.gains(q)
         y = self.g_a(x).float() * gain
-        mean, _ = self.entropy_parameters(self.z_prior.quantize(self.h_a(y).float(), "round"))
-        return self.y_prior.dequantize(self.y_prior.quantize(y, "round", mean), mean) * inv_gain
+        r_hat, mean, _ = self.latent_residuals(y, self.z_prior.quantize(self.h_a(y).float(), "round"))
+        return self.y_prior.dequantize(r_hat, mean) * inv_gain
 
     def synthesise(self, y: torch.Tensor) -> torch.Tensor:
         """x̂ from inverse-gained latents, as the decoder's synthesis computes it (int8: straight-through)."""
@@ -143,10 +150,21 @@ class TNGModel(nn.Module):
             return self.int8(self.g_s, y)
         return self.g_s(y).float()
 
-    def entropy_parameters(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean, scale) of every latent from the hyper-latents (float path, straight-through)."""
+    def latent_residuals(self, y: torch.Tensor, z_hat: torch.Tensor,
+                         rounding: Callable[[torch.Tensor], torch.Tensor] = ste_round) -> tuple[torch.Tensor, ...]:
+        """(rounded residuals, mean, scale) of gained latents y given the hyper-latents (float path).
+
+        Without a context model every mean and scale comes from the hyper-synthesis. With the
+        checkerboard, the anchors are rounded first, and the others' parameters follow from them as
+        the decoder will compute them. `rounding` (straight-through by default; refinement anneals)
+        rounds each residual once."""
         mean, idx = self.h_s(z_hat)
-        return mean, self.y_prior.scale(idx)
+        r_hat = rounding(y - mean)
+        if self.context is not None:
+            anchor = anchor_mask(*y.shape[-2:], y.device)
+            mean, idx = self.context(r_hat + mean, mean, idx)
+            r_hat = torch.where(anchor, r_hat, rounding(y - mean))
+        return r_hat, mean, self.y_prior.scale(idx)
 
     def bits(self, r: torch.Tensor, scale: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-image bits (B,) of residuals r = y − mean under N(0, scale²), and of hyper-latents z."""

@@ -68,8 +68,7 @@ def refine_latents(net: TNGModel, x: torch.Tensor, valid: torch.Tensor, y: torch
         for group in opt.param_groups:
             group["lr"] = LR_START * (LR_END / LR_START) ** progress * group["factor"]
         z_hat = net.z_prior.clip(_annealed_round(z, tau, gen))
-        mean, scale = net.entropy_parameters(z_hat)
-        r_hat = _annealed_round(yg - mean, tau, gen)
+        r_hat, mean, scale = net.latent_residuals(yg, z_hat, lambda v: _annealed_round(v, tau, gen))
         bits_y, bits_z = net.bits(r_hat, scale, z_hat)
         # The decoder's network (int8 models: its straight-through form), so the latents fit what decodes.
         x_hat = net.synthesise(net.y_prior.dequantize(r_hat, mean) * inv_gain).clamp(0, 1)

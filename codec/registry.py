@@ -50,6 +50,7 @@ class LoadedModel:
     metadata: dict[str, str]
     synth: ExactSynthesis | Int8Synthesis  # the decoder's integer synthesis: derived from net at load
     # (exact), or stored in the file (int8)
+    context: list[tuple[torch.Tensor, torch.Tensor, dict]] | None = None  # integer context network, if any
 
     @property
     def lambdas(self) -> tuple[float, ...]:
@@ -146,23 +147,16 @@ def load_weights(path: str | os.PathLike) -> LoadedModel:
         raise TNGError(f"{path} is not a TNG weights file")
     synthesis = meta.get("synthesis", "exact")
     try:
-        net = TNGModel(int(meta["n"]), int(meta["m"]), synthesis)
+        net = TNGModel(int(meta["n"]), int(meta["m"]), synthesis, meta.get("context"))
     except ValueError as e:
         raise TNGError(f"weights file {path}: {e} (a newer TNG wrote it?)") from None
     floats = {k: v.float() for k, v in tensors.items()
               if k.split(".")[0] in ("g_a", "g_s", "h_a", "z_prior", "log_gain", "log_inv_gain", "int8")}
     missing, unexpected = net.load_state_dict(floats, strict=False)
-    if unexpected or any(not k.startswith("h_s.") for k in missing):
+    if unexpected or any(not k.startswith(("h_s.", "context.")) for k in missing):
         raise TNGError(f"weights file {path} does not match the model (missing {missing[:3]})")
-    hyper = []
-    for i, layer in enumerate(net.h_s.layers):
-        w, b = tensors[f"h_s.{i}.weight"], tensors[f"h_s.{i}.bias"]
-        # The float copy is exactly the integer network (weights on the 2**-WEIGHT_BITS grid): this is
-        # what fine-tuning from shipped weights starts from.
-        layer.weight.data.copy_(w.double() / 2**WEIGHT_BITS)
-        layer.bias.data.copy_(b.double() / 2**WEIGHT_BITS)
-        kw = {"transposed": layer.transposed, "stride": layer.stride, "pad": layer.pad}
-        hyper.append((w.to(torch.int64), b.to(torch.int64), kw))
+    hyper = _integer_network(net.h_s.layers, tensors, "h_s")
+    context = _integer_network(net.context.layers, tensors, "context") if net.context is not None else None
     net.eval().requires_grad_(False)
     net.g_a.to(memory_format=torch.channels_last)  # the analysis runs channels-last (coder.py)
     for kind, model in _entropy_models(net).items():
@@ -172,14 +166,33 @@ def load_weights(path: str | os.PathLike) -> LoadedModel:
     else:
         synth = ExactSynthesis(net.g_s, net.log_inv_gain)
     return LoadedModel(int(meta["model_id"]), meta.get("name", path.stem), hashlib.sha256(raw).digest()[:4], net,
-                       hyper, meta, synth)
+                       hyper, meta, synth, context)
+
+
+def _integer_network(layers: torch.nn.ModuleList, tensors: dict[str, torch.Tensor],
+                     prefix: str) -> list[tuple[torch.Tensor, torch.Tensor, dict]]:
+    """An integer network's stored layers (PREFIX.i.weight, PREFIX.i.bias), for its exact path, and
+    copied into its float twin: the copy is exactly the integer network (weights on the
+    2**-WEIGHT_BITS grid), which is what fine-tuning from shipped weights starts from."""
+    out = []
+    for i, layer in enumerate(layers):
+        try:
+            w, b = tensors[f"{prefix}.{i}.weight"], tensors[f"{prefix}.{i}.bias"]
+        except KeyError as e:
+            raise TNGError(f"weights file lacks {e.args[0]}") from None
+        layer.weight.data.copy_(w.double() / 2**WEIGHT_BITS)
+        layer.bias.data.copy_(b.double() / 2**WEIGHT_BITS)
+        kw = {"transposed": layer.transposed, "stride": layer.stride, "pad": layer.pad}
+        out.append((w.to(torch.int64), b.to(torch.int64), kw))
+    return out
 
 
 def export_weights(state: dict[str, torch.Tensor], n: int, m: int, model_id: int, path: str | os.PathLike,
                    name: str, extra_metadata: dict[str, str] | None = None) -> None:
     """Turn a training state_dict into a self-contained weights file (see module docstring)."""
     synthesis = "int8" if any(k.startswith("int8.") for k in state) else "exact"
-    net = TNGModel(n, m, synthesis)
+    context = "checkerboard" if any(k.startswith("context.") for k in state) else None
+    net = TNGModel(n, m, synthesis, context)
     net.load_state_dict(state)
     out: dict[str, torch.Tensor] = {}
     for k, v in net.state_dict().items():
@@ -196,14 +209,18 @@ def export_weights(state: dict[str, torch.Tensor], n: int, m: int, model_id: int
                 g_s.get_parameter(k[4:]).data.copy_(out[k].float())
         out.update(integer_tensors(g_s, net.int8))
         Int8Synthesis({k: v for k, v in out.items() if k.startswith("s8.")}, net.log_inv_gain)  # bounds hold
-    for i, (w, b, _) in enumerate(net.h_s.export()):
-        if w.abs().max() >= 2**15:
-            raise ValueError(f"hyper-synthesis layer {i} weights out of int16 range")
-        out[f"h_s.{i}.weight"] = w.to(torch.int16)
-        out[f"h_s.{i}.bias"] = b.to(torch.int32)
+    integer_nets = {"h_s": net.h_s} | ({"context": net.context} if net.context is not None else {})
+    for prefix, integer_net in integer_nets.items():
+        for i, (w, b, _) in enumerate(integer_net.export()):
+            if w.abs().max() >= 2**15:
+                raise ValueError(f"{prefix} layer {i} weights out of int16 range")
+            out[f"{prefix}.{i}.weight"] = w.to(torch.int16)
+            out[f"{prefix}.{i}.bias"] = b.to(torch.int32)
     for kind, model in _entropy_models(net).items():
         out.update({f"{kind}_{name}": torch.from_numpy(t) for name, t in model.export_tables().items()})
     meta = {"format": WEIGHTS_FORMAT, "model_id": str(model_id), "name": name, "n": str(n), "m": str(m),
             "lambdas": ",".join(repr(v) for v in LAMBDAS), "synthesis": synthesis}  # the table training used (model.LAMBDAS)
+    if context:  # files without the key (models 1-7) have no context model
+        meta["context"] = context
     meta.update(extra_metadata or {})
     save_file({k: v.contiguous() for k, v in out.items()}, str(path), metadata=meta)

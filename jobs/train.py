@@ -230,27 +230,41 @@ def _initial_model(args: argparse.Namespace, ck: dict | None, device: str, say: 
     """A fresh model of a checkpoint's size (its weights are loaded with the optimiser's), or of
     shipped weights (--init), or of --n/--m."""
     if ck:
-        model = TNGModel(ck["n"], ck["m"], ck.get("synthesis", "exact")).to(device)
+        model = TNGModel(ck["n"], ck["m"], ck.get("synthesis", "exact"), ck.get("context")).to(device)
         if args.stage == "int8-synthesis":
             model.requires_grad_(False).g_s.requires_grad_(True)
         return model
     if args.init:
-        return _fine_tuning_start(args.init, say, args.stage, args.data).to(device)
+        return _fine_tuning_start(args.init, say, args.stage, args.data, args.context).to(device)
     if args.stage != "rd":
         raise RunError(f"--stage {args.stage} fine-tunes existing weights: give --init (or --resume)")
-    return TNGModel(args.n, args.m).to(device)
+    return TNGModel(args.n, args.m, context=_context_arg(args.context)).to(device)
 
 
-def _fine_tuning_start(init: str, say: Callable[..., None], stage: str = "rd", data: str | None = None) -> TNGModel:
+def _context_arg(context: str | None) -> str | None:
+    return None if context in (None, "none") else context
+
+
+def _fine_tuning_start(init: str, say: Callable[..., None], stage: str = "rd", data: str | None = None,
+                       context: str | None = None) -> TNGModel:
     """A trainable copy of shipped weights (a model id or a .safetensors file), gains moved to our λ table.
     Stage int8-synthesis: the copy gets the 8-bit synthesis, calibrated on the training images when
-    the weights had none, and only g_s is left trainable (quantisation-aware fine-tuning)."""
+    the weights had none, and only g_s is left trainable (quantisation-aware fine-tuning).
+    context ("checkerboard", "none"; default: the weights' own): a context model the weights lack
+    starts as one that changes nothing (codec/context.py), to be trained jointly with the rest."""
     from tng.codec.registry import load_model, load_weights
 
     loaded = load_weights(init) if init.endswith(".safetensors") else load_model(int(init))
     synthesis = "int8" if stage == "int8-synthesis" else loaded.net.synthesis
-    model = TNGModel(loaded.net.n, loaded.net.m, synthesis)
-    model.load_state_dict(loaded.net.state_dict(), strict=loaded.net.synthesis == synthesis)
+    ctx = loaded.net.context_kind if context is None else _context_arg(context)
+    model = TNGModel(loaded.net.n, loaded.net.m, synthesis, ctx)
+    state = {k: v for k, v in loaded.net.state_dict().items() if ctx or not k.startswith("context.")}
+    same = loaded.net.synthesis == synthesis and loaded.net.context_kind == ctx
+    missing, _ = model.load_state_dict(state, strict=same)
+    if not same and any(not k.startswith(("int8.", "context.")) for k in missing):
+        raise RunError(f"cannot start from {init}: its weights lack {missing[:3]}")
+    if ctx and not loaded.net.context_kind:
+        say(f"{ctx} context model added, starting as one that changes nothing")
     if synthesis == "int8" and loaded.net.synthesis != "int8":
         calibrate_int8(model, load_images(data, limit=CALIBRATION_IMAGES))
         say(f"int8 synthesis calibrated on {CALIBRATION_IMAGES} training images")
@@ -355,7 +369,7 @@ class Run:
         tmp = path.with_suffix(".tmp")
         torch.save({"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "step": self.step,
                     "elapsed": self.elapsed, "n": self.model.n, "m": self.model.m,
-                    "synthesis": self.model.synthesis}, tmp)
+                    "synthesis": self.model.synthesis, "context": self.model.context_kind}, tmp)
         os.replace(tmp, path)  # a crash mid-write never leaves a broken checkpoint
 
     def validate(self) -> None:
@@ -398,6 +412,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="rd: train every part for rate and distortion; int8-synthesis: quantisation-aware "
                         "fine-tuning of the 8-bit integer synthesis of --init's weights (the encoder and the "
                         "bitstream stay as they are), for export as a new model id")
+    p.add_argument("--context", choices=("checkerboard", "none"),
+                   help="entropy model of the latents: with a checkerboard context model (codec/context.py), or the "
+                        "hyper-prior alone (default: that of --init's weights; hyper-prior alone from scratch)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--checkpoint-minutes", type=float, default=5)

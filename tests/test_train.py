@@ -130,7 +130,7 @@ def test_two_ray_workers_keep_identical_weights_and_resume_both_ways(tmp_path, c
         # Every rank hashed its own weights after the last step: DDP kept them bit-identical, and
         # rank 0 saved exactly those, in the single-process format.
         ck = torch.load(out / "last.pt", weights_only=True)
-        assert set(ck) == {"model", "optimizer", "step", "elapsed", "n", "m", "synthesis"} and ck["step"] == 4
+        assert set(ck) == {"model", "optimizer", "step", "elapsed", "n", "m", "synthesis", "context"} and ck["step"] == 4
         assert result["step"] == 4 and result["digests"] == [weights_digest(ck["model"])] * 2
         # A 2-worker checkpoint resumes in one process...
         assert main(["train", *common, "--steps", "6", "--resume", str(out / "last.pt")]) == 0
@@ -253,3 +253,37 @@ def test_int8_synthesis_stage_tunes_only_the_decoder_and_exports_a_new_model(tmp
     # without weights to start from the stage has nothing to quantise: one line, exit 1
     assert main(["train", str(data), str(tmp_path / "x"), "--steps", "1", *common]) == 1
     assert "give --init" in capsys.readouterr().err
+
+
+def test_a_checkerboard_context_is_added_trained_jointly_and_exported(tmp_path, capsys):
+    """`--context checkerboard` on weights without one: it starts as a context that changes nothing
+    and learns with the rest; the checkpoint resumes, exports to a model that codes exactly, and
+    `--context none` takes it off again."""
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(2):
+        small = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((128, 128), Image.BICUBIC).save(data / f"{i}.png")
+    out = tmp_path / "ctx"
+    common = ["--batch", "1", "--crop", "64", "--log-every", "1", "--rate", "rounded", "--lr", "1e-3"]
+    assert main(["train", str(data), str(out), "--steps", "2", "--init", "7", "--context", "checkerboard", *common]) == 0
+    assert "checkerboard context model added" in capsys.readouterr().out
+    ck = torch.load(out / "last.pt", weights_only=True)
+    assert ck["context"] == "checkerboard" and ck["model"]["context.layers.2.weight"].abs().sum() > 0
+    assert main(["train", str(data), str(out), "--steps", "3", "--resume", str(out / "last.pt"), *common]) == 0
+    assert "at step 2" in capsys.readouterr().out
+    weights = tmp_path / "c.safetensors"
+    assert main(["export", str(out / "last.pt"), str(weights), "--model-id", "1002", "--name", "c"]) == 0
+    from tng.codec import Codec
+    from tng.codec.registry import load_weights
+
+    lm = load_weights(weights)
+    assert lm.metadata["context"] == "checkerboard" and lm.context is not None
+    img = np.asarray(Image.open(data / "0.png"))
+    enc = Codec(device="cpu", model=lm).encode(img, quality=5)
+    assert np.array_equal(Codec(device="cpu", model=lm).decode(enc.data).rgb, enc.reconstruction)
+    assert main(["train", str(data), str(tmp_path / "off"), "--steps", "1", "--init", str(weights),
+                 "--context", "none", *common]) == 0
+    ck = torch.load(tmp_path / "off" / "last.pt", weights_only=True)
+    assert ck["context"] is None and not any(k.startswith("context.") for k in ck["model"])
