@@ -65,7 +65,8 @@ def cmd_models(a: argparse.Namespace) -> None:
     for mid, path in sorted(available_models().items()):
         lm = load_model(mid)
         default = " (default)" if mid == DEFAULT_MODEL_ID else ""
-        print(f"{mid}{default}\t{lm.name}\t{lm.net.synthesis} synthesis\t{lm.digest.hex()}\t{path}")
+        entropy = f"{lm.net.context_kind} context" if lm.net.context_kind else "hyper-prior"
+        print(f"{mid}{default}\t{lm.name}\t{lm.net.synthesis} synthesis\t{entropy}\t{lm.digest.hex()}\t{path}")
 
 
 def cmd_train(a: argparse.Namespace) -> None:

@@ -100,7 +100,7 @@ def test_models_lists_the_shipped_model():
     assert r.returncode == 0 and r.stdout.startswith("1\t")
     rows = [line.split("\t") for line in r.stdout.splitlines()]
     assert [row[0] for row in rows if row[0].endswith(" (default)")] == [f"{DEFAULT_MODEL_ID} (default)"]
-    assert next(row for row in rows if row[0].split()[0] == "6")[2] == "exact synthesis"
+    assert next(row for row in rows if row[0].split()[0] == "6")[2:4] == ["exact synthesis", "hyper-prior"]
 
 
 # error- or warning-level lines of any kind: Python's warnings and logging, Ray core's "[... E ...]"

@@ -23,13 +23,18 @@ def gpu():
     return Codec(device="cuda")
 
 
-@pytest.mark.parametrize("synthesis", ["exact", "int8"])
+@pytest.mark.parametrize("synthesis", ["exact", "int8", "int8-context"])
 def test_streams_decode_identically_on_cpu_and_cuda(synthesis, photo, tmp_path):
     from tng.codec import Codec
 
+    from test_context import _with_context
     from test_intsynth import int8_weights
 
-    model = int8_weights(tmp_path) if synthesis == "int8" else None  # model 6 with the 8-bit synthesis
+    model = None  # the default
+    if synthesis == "int8":  # model 6 with the 8-bit synthesis
+        model = int8_weights(tmp_path)
+    elif synthesis == "int8-context":  # model 7 with a checkerboard context that moves the tables
+        model = _with_context(tmp_path, "ctx-cuda", 0.004)
     gpu, codec = Codec(device="cuda", model=model), Codec(device="cpu", model=model)
     for writer in (gpu, codec):
         for q in (1, 4.5, 8):
