@@ -70,8 +70,9 @@ def refine_latents(net: TNGModel, x: torch.Tensor, valid: torch.Tensor, y: torch
         z_hat = net.z_prior.clip(_annealed_round(z, tau, gen))
         r_hat, mean, scale = net.latent_residuals(yg, z_hat, lambda v: _annealed_round(v, tau, gen))
         bits_y, bits_z = net.bits(r_hat, scale, z_hat)
-        # The decoder's network (int8 models: its straight-through form), so the latents fit what decodes.
-        x_hat = net.synthesise(net.y_prior.dequantize(r_hat, mean) * inv_gain).clamp(0, 1)
+        # The float synthesis the decoder's network was made from: int8 models' straight-through copy
+        # fits the latents as well at several times the cost per step (training log).
+        x_hat = net.g_s(net.y_prior.dequantize(r_hat, mean) * inv_gain).float().clamp(0, 1)
         # Summed, not averaged, over tiles: each tile's gradient is its own loss's, whatever the batch.
         loss = rd_loss(x_hat, x, bits_y + bits_z, lam, valid).loss.sum()
         # Gradients of the latents only: the (shared) network's weights get none and stay untouched.
