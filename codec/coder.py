@@ -12,6 +12,8 @@ Decoding is exact: symbols, probability tables and means come from an integer ne
 and the synthesis runs in exact integer arithmetic (exactsynth.py), so a stream decodes to the same
 pixels on every machine, thread count and device; the encoder's reconstruction is those pixels.
 Only the encoder's analysis is a float network (it decides the symbols, which are then fixed).
+Models with a checkerboard context (codec/context.py) code each tile's latents in two passes, the
+anchors first, whose decoded values give the others' tables through a second integer network.
 """
 from __future__ import annotations
 
@@ -27,11 +29,11 @@ import torch
 from PIL import Image
 
 from . import container
+from .context import CheckerboardContext, anchor_mask
 from .entropy_models import decode_tile, encode_tile
 from .errors import TNGError
 from .exactsynth import as_image
 from .images import DEFAULT_MAX_PIXELS, Colour, Flag, SourceImage, to_pil
-from .context import CheckerboardContext, anchor_mask
 from .intnet import ACT_BITS, HyperSynthesis
 from .metrics import psnr
 from .model import LEVELS, STRIDE, lambda_at
@@ -367,8 +369,8 @@ class Codec:
         try:
             tables = _TileTables(lm, net)
             context = None
-            if lm.context:
-                context = (anchor_mask(z_shape[1] * 4, z_shape[2] * 4).numpy(), tables.context)
+            if lm.context:  # on y's grid, 4× z's (the hyper-synthesis upsamples twice)
+                context = (anchor_mask(4 * z_shape[1], 4 * z_shape[2]).numpy(), tables.context)
             _, residual, mean = decode_tile(net.z_prior, net.y_prior, stream, z_shape, tables.hyper, context)
         except TNGError:
             raise
