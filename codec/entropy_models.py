@@ -30,8 +30,8 @@ Tile stream = varint(len(range-coded words)) + words + escapes. The words hold z
 then y's symbols grouped by table (all of y's table indexes are known before y is decoded, so each
 table is one vectorised constriction call). With a checkerboard context model (codec/context.py), y
 is coded in two such groups: the anchors, whose tables the hyper-synthesis gives, then the others,
-whose tables the context network computes from the decoded anchors. A y residual beyond its table's radius is coded as the
-table's escape symbol, and its value follows the words as a zigzag varint.
+whose tables the context network computes from the decoded anchors. A y residual beyond its table's
+radius is coded as the table's escape symbol, and its value follows the words as a zigzag varint.
 """
 from __future__ import annotations
 

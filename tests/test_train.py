@@ -16,6 +16,16 @@ def _losses(text: str) -> list[float]:
     return [float(x) for x in re.findall(r"loss ([0-9.]+)", text)]
 
 
+def _smooth_photos(folder: Path, count: int, seed: int, side: int = 128) -> Path:
+    """count smooth RGB pictures of side² (random 8×8 colours, bicubic) in a new folder, to train on."""
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        small = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((side, side), Image.BICUBIC).save(folder / f"{i}.png")
+    return folder
+
+
 def test_train_checkpoints_resumes_and_learns(tmp_path, capsys, monkeypatch):
     rng = np.random.default_rng(0)
     data = tmp_path / "data"
@@ -220,12 +230,7 @@ def test_rounded_rate_predicts_the_file_size_and_the_noisy_estimate_does_not(cod
 def test_int8_synthesis_stage_tunes_only_the_decoder_and_exports_a_new_model(tmp_path, capsys, monkeypatch):
     """`--stage int8-synthesis`: model 6's weights get a calibrated 8-bit synthesis; only g_s moves,
     so streams keep model 6's bits; the export is an int8 model that codes and decodes; resume keeps the stage."""
-    data = tmp_path / "data"
-    data.mkdir()
-    rng = np.random.default_rng(4)
-    for i in range(2):
-        small = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
-        Image.fromarray(small).resize((128, 128), Image.BICUBIC).save(data / f"{i}.png")
+    data = _smooth_photos(tmp_path / "data", 2, seed=4)
     out = tmp_path / "qat"
     common = ["--batch", "1", "--crop", "64", "--log-every", "1", "--stage", "int8-synthesis"]
     assert main(["train", str(data), str(out), "--steps", "2", "--init", "6", "--lr", "1e-3", *common]) == 0
@@ -259,12 +264,7 @@ def test_a_checkerboard_context_is_added_trained_jointly_and_exported(tmp_path, 
     """`--context checkerboard` on weights without one: it starts as a context that changes nothing
     and learns with the rest; the checkpoint resumes, exports to a model that codes exactly, and
     `--context none` takes it off again."""
-    data = tmp_path / "data"
-    data.mkdir()
-    rng = np.random.default_rng(5)
-    for i in range(2):
-        small = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
-        Image.fromarray(small).resize((128, 128), Image.BICUBIC).save(data / f"{i}.png")
+    data = _smooth_photos(tmp_path / "data", 2, seed=5)
     out = tmp_path / "ctx"
     common = ["--batch", "1", "--crop", "64", "--log-every", "1", "--rate", "rounded", "--lr", "1e-3"]
     assert main(["train", str(data), str(out), "--steps", "2", "--init", "7", "--context", "checkerboard", *common]) == 0
@@ -296,10 +296,7 @@ def test_the_gpu_training_script_runs_as_written(tmp_path):
     import subprocess
     import sys
 
-    data = tmp_path / "data"
-    data.mkdir()
-    rng = np.random.default_rng(6)
-    Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).resize((256, 256), Image.BICUBIC).save(data / "a.png")
+    data = _smooth_photos(tmp_path / "data", 1, seed=6, side=256)
     out = tmp_path / "out"
     env = dict(os.environ, PYTHON=sys.executable, DATA=str(data), OUT=str(out), TRAIN_DIR=str(tmp_path / "run"), BATCH="1")
     root = Path(__file__).parents[1]
@@ -313,6 +310,6 @@ def test_the_gpu_training_script_runs_as_written(tmp_path):
 
     lm = load_weights(out / "candidate.safetensors")
     assert lm.metadata["context"] == "checkerboard"
-    img = np.asarray(Image.open(data / "a.png"))[:64, :64].copy()
+    img = np.asarray(Image.open(data / "0.png"))[:64, :64].copy()
     enc = Codec(device="cpu", model=lm).encode(img, quality=4)
     assert np.array_equal(Codec(device="cpu", model=lm).decode(enc.data).rgb, enc.reconstruction)
