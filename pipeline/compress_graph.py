@@ -122,7 +122,7 @@ def _todo(src: str, dst: str, opts: dict, settings: CompressSettings) -> tuple[D
     from tng.pipeline.archive import open_fs, shard_paths
     from tng.pipeline.inventory import manifest_dataset
     from tng.pipeline.listing import listing_dataset
-    from tng.pipeline.pending import resolve
+    from tng.pipeline.pending import counts, resolve
 
     listing = (manifest_dataset(settings.listing, src, opts) if settings.listing
                else listing_dataset(src, opts)).materialize()
@@ -131,9 +131,8 @@ def _todo(src: str, dst: str, opts: dict, settings: CompressSettings) -> tuple[D
         # a first run, listed by tasks: keys unique, nothing to compare with
         return listing.map_batches(_as_todo, batch_format="pyarrow"), listed, listed, None
     resolved = resolve(listing, dst, opts, incremental=settings.incremental, listed=listed).materialize()
-    counts = resolved.sum(["todo", "listed", "in_archive"])
-    return (resolved.map_batches(_todo_only, batch_format="pyarrow"), int(counts["sum(todo)"]),
-            int(counts["sum(listed)"]), int(counts["sum(in_archive)"]))
+    todo, listed, in_archive = counts(resolved)
+    return resolved.map_batches(_todo_only, batch_format="pyarrow"), todo, listed, in_archive
 
 
 def _as_todo(t):

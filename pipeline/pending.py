@@ -51,8 +51,24 @@ def resolve(listing, archive_url: str, storage_options: dict, *, incremental: bo
         tagged = tagged.union(_shard_dataset(shards).map_batches(
             _tag_archive, fn_kwargs={"url": archive_url, "storage_options": storage_options, "parts": parts},
             batch_size=1, batch_format="pyarrow"))
-    return tagged.groupby("part", num_partitions=min(parts, MAX_SHUFFLE_PARTITIONS)).map_groups(
-        _resolve_partition, fn_kwargs={"incremental": incremental}, batch_format="pyarrow")
+    # One partition (up to PARTITION_ROWS rows: most nightly runs) meets in one task, no shuffle: Ray
+    # Data's hash shuffle starts a pool of aggregator actors for each run, ~10 s of process start-up on
+    # 2 cores. Larger runs need it; its sort-based alternative was slower there and grew the driver.
+    groups = (tagged.groupby("part", num_partitions=min(parts, MAX_SHUFFLE_PARTITIONS)) if parts > 1
+              else tagged.groupby(None))
+    return groups.map_groups(_resolve_partition, fn_kwargs={"incremental": incremental}, batch_format="pyarrow")
+
+
+def counts(resolved) -> tuple[int, int, int]:
+    """(keys to do, keys listed, keys in the archive after the run) of resolve()'s result: one row of
+    sums per block, added up here. Dataset.sum would be an aggregation, run on a pool of actors
+    started for it (seconds per run)."""
+    sums = resolved.map_batches(_block_sums, batch_size=None, batch_format="pyarrow").take_all()
+    return tuple(sum(int(row[c]) for row in sums) for c in ("todo", "listed", "in_archive"))
+
+
+def _block_sums(t: pa.Table) -> pa.Table:
+    return pa.table({c: [pc.sum(t[c].cast(pa.int64())).as_py() or 0] for c in ("todo", "listed", "in_archive")})
 
 
 def _shard_dataset(shards: list[str]):

@@ -62,17 +62,19 @@ def test_s3_listing_is_paged(s3, monkeypatch):
 
     fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3})
     fs.mkdir("lst-paged")
-    keys = {f"in/{d}/{i:04d}.png" for d in ("a", "b") for i in range(1200)} | {"in/top.png", "in/a/deeper/z.png"}
-    for k in keys:
-        fs.pipe_file(f"lst-paged/{k}", b"abc")
+    # The server answers ListObjectsV2 in pages of 100 keys (S3: 1,000), so that 120 objects in a
+    # folder take two requests, as 1,200 would on S3, at a tenth of the uploads.
+    monkeypatch.setenv("MOTO_S3_DEFAULT_MAX_KEYS", "100")
+    keys = {f"in/{d}/{i:04d}.png" for d in ("a", "b") for i in range(120)} | {"in/top.png", "in/a/deeper/z.png"}
+    fs.pipe({f"lst-paged/{k}": b"abc" for k in keys})  # concurrent puts
     fs.pipe_file("lst-paged/in/a/", b"")  # a "folder" marker object: not a file
     fs.pipe_file("lst-paged/out/other.png", b"abc")
-    monkeypatch.setattr(listing, "PAGE_ROWS", 700)
+    monkeypatch.setattr(listing, "PAGE_ROWS", 70)
     fs.invalidate_cache()
     prefixes = listing.split_prefixes(fs, "lst-paged/in")
     assert ("lst-paged/in", False) in prefixes and ("lst-paged/in/a", False) in prefixes
     pages = [page for folder, rec in prefixes for page in listing.file_pages(fs, folder, rec)]
-    assert max(len(p) for p in pages) == 700
+    assert max(len(p) for p in pages) == 70
     found = [p for page in pages for p in page]
     assert sorted(p for p, _, _ in found) == sorted(f"lst-paged/{k}" for k in keys)
     path, size, version = found[0]
@@ -277,3 +279,33 @@ def test_load_batch_skips_the_archived_content(tmp_path):
     out = load_batch({"key": ["a.png", "b.png"], "source_uri": [str(tmp_path / "a.png"), str(tmp_path / "b.png")],
                       "source_version": ["", ""], "archived_sha256": [sha, "other"]}, {}, 10_000_000)
     assert list(out["key"]) == ["b.png"]
+
+
+def test_resolve_on_ray_keeps_every_key_once_across_partitions(ray_local, tmp_path, monkeypatch):
+    """resolve() through Ray's shuffle with many partitions per run: listing rows in several blocks
+    and archive rows in several shards meet in their partition, and every key comes out once, with
+    rows of one key never split between two groups (which would do or count a key twice)."""
+    import ray
+
+    from tng.pipeline import pending
+    from tng.pipeline.archive import SCHEMA, SHARDS, table_bytes
+
+    monkeypatch.setattr(pending, "PARTITION_ROWS", 7)  # 40 listed + 3 shards sized as 10 rows: 10 partitions
+    monkeypatch.setattr(pending, "SHARD_ROWS", 10)
+    listed = [{"key": f"k{i:02d}", "source_uri": f"/src/k{i:02d}", "size": 3, "version": "v1"} for i in range(40)]
+    t0 = dt.datetime(2026, 11, 30, tzinfo=dt.timezone.utc)
+    archived = [{"key": f"k{i:02d}", "source_sha256": f"s{i}", "source_bytes": 3, "status": "ok", "encoded_at": t0,
+                 "source_version": "v1" if i < 20 else "v0"} for i in range(30)]  # k20-k29 changed since
+    archived += [{"key": f"gone{i}", "source_sha256": "g", "source_bytes": 3, "source_version": "v1", "status": "ok",
+                  "encoded_at": t0} for i in range(5)]  # deleted from SRC
+    (tmp_path / SHARDS).mkdir()
+    for n in range(3):
+        (tmp_path / SHARDS / f"r-{n}.parquet").write_bytes(table_bytes(pa.Table.from_pylist(archived[n::3], schema=SCHEMA)))
+    blocks = [pa.Table.from_pylist(listed[i::4], schema=listing.LISTING_SCHEMA) for i in range(4)]
+    resolved = pending.resolve(ray.data.from_arrow(blocks), str(tmp_path), {}, incremental=True, listed=40).materialize()
+    out = resolved.take_all()
+    assert sorted(r["key"] for r in out) == sorted([r["key"] for r in listed] + [f"gone{i}" for i in range(5)])
+    todo = sorted(r["key"] for r in out if r["todo"])
+    assert todo == [f"k{i:02d}" for i in range(20, 40)]  # changed or new; k00-k19 unchanged, not read
+    assert pending.counts(resolved) == (20, 40, 45)  # to do, listed, in the archive after the run
+    assert {r["archived_sha256"] for r in out if r["key"] in ("k05", "k25")} == {"s5", "s25"}
