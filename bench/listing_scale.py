@@ -71,23 +71,26 @@ def _write(dst: Path, part: int, rows: list[dict]) -> None:
     (dst / SHARDS / f"bench-{part:06d}-000.parquet").write_bytes(table_bytes(pa.Table.from_pylist(rows, schema=SCHEMA)))
 
 
-def run(cmd: list[str]) -> tuple[float, float, str]:
-    """(seconds, driver peak RSS in MB, last line of output) of a command in a fresh process."""
+def run(cmd: list[str], private: bool = False) -> tuple:
+    """(seconds, driver peak RSS in MB, last line of output) of a command in a fresh process; with
+    `private`, also the peak of its private memory (RssAnon, sampled every 0.2 s), in MB: RSS also
+    counts the pages of Ray's shared object store that the driver has read, which are not its own."""
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
-    peak = 0.0
+    peak = anon = 0.0
     while p.poll() is None:
         try:
-            status = Path(f"/proc/{p.pid}/status").read_text()
-            peak = max(peak, int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) / 1024)
-        except (OSError, StopIteration):
-            pass
+            fields = dict(line.split(":", 1) for line in Path(f"/proc/{p.pid}/status").read_text().splitlines())
+            peak = max(peak, int(fields["VmHWM"].split()[0]) / 1024)
+            anon = max(anon, int(fields["RssAnon"].split()[0]) / 1024)
+        except (OSError, KeyError, ValueError):
+            pass  # not started yet, or exiting
         time.sleep(0.2)
     out = p.stdout.read()
     if p.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{out[-3000:]}")
     summary = next((line for line in out.splitlines() if line.startswith("run ")), out.strip().splitlines()[-1])
-    return time.perf_counter() - t0, peak, summary
+    return (time.perf_counter() - t0, peak, summary) + ((anon,) if private else ())
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tng.codec.errors import TNGError
 from tng.jobs.common import RunError, parse_storage_options
-from tng.pipeline.decode_graph import decode_rows, selected_rows
+from tng.pipeline.decode_graph import decode, select
 
 
 def safe_target(out: Path, key: str, suffix: str) -> Path:
@@ -39,65 +39,67 @@ def safe_target(out: Path, key: str, suffix: str) -> Path:
 
 
 def decompress(args: argparse.Namespace) -> int:
-    """Write every selected row under OUT. A key that would land outside OUT is skipped with its reason,
-    as `unzip` does, and everything else is still written; the exit status is 1 if any row was skipped
-    or failed to decode."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
+    """Write every selected row under OUT, as the decoded files stream in. A key that would land
+    outside OUT is skipped with its reason, as `unzip` does, and everything else is still written; the
+    exit status is 1 if any row was skipped or failed to decode."""
     from tng.codec.images import write_atomically
 
     opts = parse_storage_options(args.storage_option)
-    rows = selected_rows(args.archive, opts, args.keys, args.sample)
+    selected = select(args.archive, opts, args.keys, args.sample, args.address)
     out = Path(args.out)
-    unsafe = {}
-    for key in rows["key"].to_pylist():  # refused before any decoding work
+    total = written = unsafe = 0
+    for r in decode(selected, args.archive, opts, args.address, args.workers, None):
+        total += 1
         try:
-            safe_target(out, key, "")
+            target = safe_target(out, r["key"], r["suffix"] or "")
         except RunError as e:
-            unsafe[key] = str(e)
-    for key, reason in unsafe.items():
-        print(f"{key!r}: skipped: {reason}", file=sys.stderr)
-    if unsafe:
-        rows = rows.filter(pc.invert(pc.is_in(rows["key"], pa.array(list(unsafe), pa.string()))))
-    failed = 0
-    for r in decode_rows(rows, args.address, args.workers, None, opts):
+            print(f"{r['key']!r}: skipped: {e}", file=sys.stderr)
+            unsafe += 1
+            continue
         try:
             if r["error"]:
                 raise RunError(r["error"])
-            write_atomically(safe_target(out, r["key"], r["suffix"]), r["file"])  # checked again: OUT may change
-        except (RunError, TNGError) as e:
+            write_atomically(target, r["file"])
+            written += 1
+        except (RunError, TNGError, OSError) as e:
             print(f"{r['key']}: error: {e}", file=sys.stderr)
-            failed += 1
-    total = rows.num_rows + len(unsafe)
-    print(f"decompressed {rows.num_rows - failed} of {total} images to {out}"
-          + (f"; {failed} failed" if failed else "") + (f"; {len(unsafe)} unsafe keys skipped" if unsafe else ""))
+    failed = total - written - unsafe
+    print(f"decompressed {written} of {total} images to {out}"
+          + (f"; {failed} failed" if failed else "") + (f"; {unsafe} unsafe keys skipped" if unsafe else ""))
     return 1 if failed or unsafe else 0
 
 
+# Problems listed one by one in the report (all are counted); the rest of a run this broken is the same story.
+MAX_PROBLEMS_LISTED = 100_000
+
+
 def audit(args: argparse.Namespace) -> int:
+    """Decode the selected rows and check them as they stream in; the driver keeps counts and the
+    problems, never the rows."""
     opts = parse_storage_options(args.storage_option)
-    rows = selected_rows(args.archive, opts, None, args.sample)
-    stored_psnr = dict(zip(rows["key"].to_pylist(), rows["psnr"].to_pylist()))
-    results = decode_rows(rows, args.address, args.workers, args.source, opts)
-    bad = [r for r in results if r["error"] or not r["hash_ok"]]
-    report = {
-        "archive": args.archive, "rows_checked": len(results), "mismatches": len(bad),
-        "problems": [{"key": r["key"], "error": r["error"] or _mismatch(r["codec"])} for r in bad],
-    }
+    selected = select(args.archive, opts, None, args.sample, args.address)
+    checked, problems, n_problems, psnr_vs_source, drift = 0, [], 0, {}, []
+    for r in decode(selected, args.archive, opts, args.address, args.workers, args.source, files=False):
+        checked += 1
+        if r["error"] or not r["hash_ok"]:
+            n_problems += 1
+            if len(problems) < MAX_PROBLEMS_LISTED:
+                problems.append({"key": r["key"], "error": r["error"] or _mismatch(r["codec"])})
+        if r["psnr"] is not None:  # with --source: recomputed against the original
+            psnr_vs_source[r["key"]] = {"stored": r["stored_psnr"], "recomputed": r["psnr"]}
+            if r["stored_psnr"] is not None and abs(r["stored_psnr"] - r["psnr"]) > 1e-6:
+                drift.append(r["key"])
+    report = {"archive": args.archive, "rows_checked": checked, "mismatches": n_problems, "problems": problems}
     if args.source:
-        diffs = [(r["key"], stored_psnr[r["key"]], r["psnr"]) for r in results if r["psnr"] is not None]
-        report["psnr_vs_source"] = {k: {"stored": s, "recomputed": p} for k, s, p in diffs}
-        drift = [k for k, s, p in diffs if s is not None and abs(s - p) > 1e-6]
+        report["psnr_vs_source"] = psnr_vs_source
         report["psnr_mismatches"] = drift
-        bad += drift
     text = json.dumps(report, indent=1)
     if args.report:
         Path(args.report).write_text(text + "\n")
-    print(f"audit {args.archive}: {len(results)} rows checked, {len(bad)} problems")
-    for p in report["problems"][:20]:
+    print(f"audit {args.archive}: {checked} rows checked, {n_problems + len(drift)} problems")
+    for p in problems[:20]:
         print(f"  {p['key']}: {p['error']}")
-    return 1 if bad else 0
+    return 1 if n_problems or drift else 0
 
 
 def _mismatch(codec: str) -> str:

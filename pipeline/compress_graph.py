@@ -24,7 +24,7 @@ from tng.codec.images import DEFAULT_MAX_PIXELS
 from tng.codec.jpeg_transcode import CODEC as JPEG_XL, DEFAULT_JPEG_CHOICE
 from tng.codec.registry import DEFAULT_MODEL_ID
 
-from .run import RunError
+from .run import RunError, ray_cause
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -109,11 +109,8 @@ def pending_sources(src: str, dst: str, storage_options: dict,
         return (todo.repartition(min(n, 200)).materialize() if n else todo), n, listed, archive_keys
     except ListingError as e:
         raise RunError(str(e)) from None
-    except Exception as e:  # a listing task failed: Ray wraps its exception, twice
-        while (inner := getattr(e, "cause", None) or e.__cause__) is not None:
-            e = inner
-        first_line = str(e).splitlines()[0] if str(e) else ""
-        raise RunError(f"cannot list {settings.listing or src}: {type(e).__name__}: {first_line}") from None
+    except Exception as e:  # a listing task failed
+        raise RunError(f"cannot list {settings.listing or src}: {ray_cause(e)}") from None
 
 
 def _todo(src: str, dst: str, opts: dict, settings: CompressSettings) -> tuple[Dataset, int, int, int | None]:

@@ -1,65 +1,143 @@
 """Decoding archive rows on Ray Data, for `tng decompress` and `tng audit`:
 
-    selected_rows(archive, ...)   the current `ok` rows, all, some keys, or a reproducible sample
-      ─▶ decode_rows(rows, ...)   DecodeActor pool (stages.py): each row's file, its hash and whether
-                                  it matches, PSNR against the source when given; a row's failure is
-                                  its `error`, never the run's
+    select(archive, ...)   the current `ok` rows, all, some keys, or a reproducible sample: tasks read
+                           the shards' small columns, each key's rows meet in their partition (as in
+                           pending.py) and the current one is picked; a Dataset of (key, path, row)
+      ─▶ decode(selected, ...)  tasks read the picked rows' streams, shard by shard ─▶ DecodeActor pool
+                           (stages.py): each row's file, its hash and whether it matches, PSNR against
+                           the source when given; a row's failure is its `error`, never the run's
 
-Raises RunError when the archive cannot be read or the selection is impossible.
+The driver holds neither the archive's rows nor the decoded files: it gets the results one block at
+a time (`decode` is an iterator). Raises RunError when the archive cannot be read or the selection is
+impossible.
 """
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
-from .run import RunError
+from .run import RunError, ray_cause
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    from ray.data import Dataset
 
 DECODE_COLUMNS = ["key", "codec", "bitstream", "decoded_sha256", "source_sha256", "psnr"]
+PICK_COLUMNS = ["key", "status", "encoded_at"]
 
 
-def selected_rows(archive: str, opts: dict, keys: list[str] | None, sample: float | None) -> pa.Table:
-    """Current ok rows (a pyarrow Table), optionally only `keys`, or a reproducible `sample` fraction."""
+def select(archive: str, opts: dict, keys: list[str] | None, sample: float | None, address: str | None) -> Dataset:
+    """The current ok rows to decode as a materialized Dataset of (key, path, row): all of them,
+    only `keys` (every one must be there), or a reproducible `sample` fraction of the keys."""
+    from tng.pipeline.archive import open_fs, shard_paths
+    from tng.pipeline.pending import SHARD_ROWS, grouped, partitions_for, shard_dataset
+    from tng.pipeline.run import init_ray
+
+    if sample is not None and not 0 < sample <= 1:
+        raise RunError(f"--sample must be in (0, 1], got {sample}")
+    try:
+        fs, root = open_fs(archive, opts)
+        shards = shard_paths(fs, root)
+    except Exception as e:
+        raise RunError(f"cannot read archive {archive}: {type(e).__name__}: {e}") from None
+    init_ray(address)
+    if not shards:
+        import ray
+
+        return ray.data.from_items([]).materialize()
+    parts = partitions_for(len(shards) * SHARD_ROWS)
+    rows = shard_dataset(shards).map_batches(_tag_rows, fn_kwargs={"url": archive, "opts": opts, "parts": parts},
+                                             batch_size=1, batch_format="pyarrow")
+    try:
+        picked = grouped(rows, "part", parts).map_groups(
+            _pick, fn_kwargs={"only": keys, "sample": sample}, batch_format="pyarrow").materialize()
+    except Exception as e:  # a shard that cannot be read
+        raise RunError(f"cannot read archive {archive}: {ray_cause(e)}") from None
+    if keys:
+        found = {r["key"] for r in picked.select_columns(["key"]).take_all()}  # at most len(keys) rows
+        missing = set(keys) - found
+        if missing:
+            raise RunError(f"not in the archive (or not ok): {', '.join(sorted(missing)[:5])}")
+    return picked
+
+
+def decode(selected: Dataset, archive: str, opts: dict, address: str | None, workers: int,
+           source: str | None, files: bool = True) -> Iterator[dict]:
+    """DecodeActor's output row for each selected row (stages.py), on `workers` actors, as they come;
+    without `files` (audit) rows are checked but their files not made or sent."""
+    from tng.pipeline.pending import grouped, partitions_for
+    from tng.pipeline.run import actor_pool, init_ray, task_remote_args
+    from tng.pipeline.stages import DecodeActor
+
+    n = selected.count()
+    if n == 0:
+        return
+    pool = actor_pool(workers, init_ray(address))
+    # the picked rows of one shard meet, so that each shard is read once
+    ds = grouped(selected, "path", partitions_for(n)).map_groups(
+        _fetch, fn_kwargs={"url": archive, "opts": opts}, batch_format="pyarrow", **task_remote_args())
+    ds = ds.map_batches(DecodeActor, batch_size=4, batch_format="numpy",
+                        fn_constructor_kwargs={"threads": pool.threads, "source_root": source,
+                                               "storage_options": opts, "files": files},
+                        **pool.map_args())
+    try:
+        yield from ds.iter_rows()
+    except Exception as e:  # a shard or a task failed (a row's own failure is its `error`)
+        raise RunError(f"cannot decode archive {archive}: {ray_cause(e)}") from None
+
+
+def _tag_rows(batch: pa.Table, url: str, opts: dict, parts: int) -> pa.Table:
+    """One shard's rows, small columns only, with their partition and where they are (path, row)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tng.pipeline.archive import SCHEMA, open_fs
+    from tng.pipeline.pending import key_partition
+
+    fs, _ = open_fs(url, opts)
+    tables = []
+    for path in batch["path"].to_pylist():
+        t = pq.read_table(path, filesystem=fs, columns=PICK_COLUMNS, schema=SCHEMA)
+        tables.append(t.append_column("part", key_partition(t["key"], parts))
+                       .append_column("path", pa.repeat(path, t.num_rows))
+                       .append_column("row", pa.array(range(t.num_rows), pa.int64())))
+    return pa.concat_tables(tables)
+
+
+def _pick(t: pa.Table, only: list[str] | None, sample: float | None) -> pa.Table:
+    """A partition's current ok rows, of the keys `only` or of the sample only: (key, path, row).
+    (Not `keys`: map_groups passes its own.)"""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from tng.pipeline.archive import current_rows, open_fs, read_rows
+    from tng.pipeline.archive import current_rows
 
-    try:
-        fs, root = open_fs(archive, opts)
-        rows = read_rows(fs, root, DECODE_COLUMNS + ["status", "encoded_at"])
-    except Exception as e:
-        raise RunError(f"cannot read archive {archive}: {type(e).__name__}: {e}") from None
-    rows = current_rows(rows)
-    rows = rows.filter(pc.equal(rows["status"], "ok"))
-    if keys:
-        missing = set(keys) - set(rows["key"].to_pylist())
-        if missing:
-            raise RunError(f"not in the archive (or not ok): {', '.join(sorted(missing)[:5])}")
-        rows = rows.filter(pc.is_in(rows["key"], pa.array(keys)))
+    t = current_rows(t)
+    t = t.filter(pc.equal(t["status"], "ok"))
+    if only:
+        t = t.filter(pc.is_in(t["key"], pa.array(only, pa.string())))
     if sample is not None:
-        if not 0 < sample <= 1:
-            raise RunError(f"--sample must be in (0, 1], got {sample}")
-        pick = [int(hashlib.sha256(k.encode()).hexdigest()[:8], 16) < sample * 2**32 for k in rows["key"].to_pylist()]
-        rows = rows.filter(pa.array(pick))
-    return rows
+        t = t.filter(pa.array([in_sample(k, sample) for k in t["key"].to_pylist()], pa.bool_()))
+    return t.select(["key", "path", "row"])
 
 
-def decode_rows(rows: pa.Table, address: str | None, workers: int, source: str | None, opts: dict) -> list[dict]:
-    """DecodeActor's output row for each of `rows` (stages.py), on `workers` actors."""
-    import ray
+def in_sample(key: str, fraction: float) -> bool:
+    """--sample's rule: a key is in when a hash of it falls in the first `fraction` of the range, so
+    the same keys are picked every time and a larger fraction picks a superset."""
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) < fraction * 2**32
 
-    from tng.pipeline.run import actor_pool, init_ray
-    from tng.pipeline.stages import DecodeActor
 
-    if rows.num_rows == 0:
-        return []
-    pool = actor_pool(workers, init_ray(address))
-    ds = ray.data.from_arrow(rows.select(["key", "codec", "bitstream", "decoded_sha256", "source_sha256"]))
-    ds = ds.map_batches(DecodeActor, batch_size=4, batch_format="numpy",
-                        fn_constructor_kwargs={"threads": pool.threads, "source_root": source,
-                                               "storage_options": opts},
-                        **pool.map_args())
-    return list(ds.iter_rows())
+def _fetch(t: pa.Table, url: str, opts: dict) -> pa.Table:
+    """The picked rows' DECODE_COLUMNS, read shard by shard (a group holds one shard's rows, or all of them)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from tng.pipeline.archive import SCHEMA, open_fs
+
+    fs, _ = open_fs(url, opts)
+    out = []
+    for path in pc.unique(t["path"]).to_pylist():
+        rows = t.filter(pc.equal(t["path"], path))["row"]
+        out.append(pq.read_table(path, filesystem=fs, columns=DECODE_COLUMNS, schema=SCHEMA).take(rows))
+    return pa.concat_tables(out)

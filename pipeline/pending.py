@@ -13,6 +13,9 @@ the current row's sha256, so that a file merely touched is read, hashed and then
 the other content). A listing that names a key twice (a manifest may) keeps it once. Keys the
 archive holds and the listing does not (deleted from SRC) come out too, `listed=False`, so that the
 run's figures (keys listed, keys in the archive after the run) are sums over the result.
+
+The partitioning (`key_partition`, `partitions_for`, `grouped`) is also how decompress and audit
+find each key's current row without the driver (decode_graph.py).
 """
 from __future__ import annotations
 
@@ -48,21 +51,27 @@ def resolve(listing, archive_url: str, storage_options: dict, *, incremental: bo
     parts = partitions_for(listed + len(shards) * SHARD_ROWS)
     tagged = listing.map_batches(_tag_listing, fn_kwargs={"parts": parts}, batch_format="pyarrow")
     if shards:
-        tagged = tagged.union(_shard_dataset(shards).map_batches(
+        tagged = tagged.union(shard_dataset(shards).map_batches(
             _tag_archive, fn_kwargs={"url": archive_url, "storage_options": storage_options, "parts": parts},
             batch_size=1, batch_format="pyarrow"))
-    # One partition (up to PARTITION_ROWS rows: most nightly runs) meets in one task, no shuffle: Ray
-    # Data's hash shuffle starts a pool of aggregator actors for each run, ~10 s of process start-up on
-    # 2 cores. Larger runs need it; its sort-based alternative was slower there and grew the driver.
-    groups = (tagged.groupby("part", num_partitions=min(parts, MAX_SHUFFLE_PARTITIONS)) if parts > 1
-              else tagged.groupby(None))
-    return groups.map_groups(_resolve_partition, fn_kwargs={"incremental": incremental}, batch_format="pyarrow")
+    return grouped(tagged, "part", parts).map_groups(_resolve_partition, fn_kwargs={"incremental": incremental},
+                                                     batch_format="pyarrow")
+
+
+def grouped(ds, column: str, parts: int):
+    """`ds` grouped by `column` for map_groups, sized for `parts` partitions of at most PARTITION_ROWS.
+    One partition (most nightly runs) meets in one task, no shuffle: Ray Data's hash shuffle starts a
+    pool of aggregator actors each time, whose start-up dominates a small run. Larger runs need it (its
+    sort-based alternative was slower there and grew the driver: BENCHMARKS.md)."""
+    if parts == 1:
+        return ds.groupby(None)  # one group: the function sees every row at once
+    return ds.groupby(column, num_partitions=min(parts, MAX_SHUFFLE_PARTITIONS))
 
 
 def counts(resolved) -> tuple[int, int, int]:
     """(keys to do, keys listed, keys in the archive after the run) of resolve()'s result: one row of
     sums per block, added up here. Dataset.sum would be an aggregation, run on a pool of actors
-    started for it (seconds per run)."""
+    started for it (see `grouped`)."""
     sums = resolved.map_batches(_block_sums, batch_size=None, batch_format="pyarrow").take_all()
     return tuple(sum(int(row[c]) for row in sums) for c in ("todo", "listed", "in_archive"))
 
@@ -71,19 +80,19 @@ def _block_sums(t: pa.Table) -> pa.Table:
     return pa.table({c: [pc.sum(t[c].cast(pa.int64())).as_py() or 0] for c in ("todo", "listed", "in_archive")})
 
 
-def _shard_dataset(shards: list[str]):
+def shard_dataset(shards: list[str]):
     import ray
 
     return ray.data.from_items([{"path": p} for p in shards], override_num_blocks=min(len(shards), 200))
 
 
-def _part(keys: pa.Array, parts: int) -> pa.Array:
+def key_partition(keys: pa.Array, parts: int) -> pa.Array:
     return pa.array([zlib.crc32(k.encode()) % parts for k in keys.to_pylist()], pa.int32())
 
 
 def _tag_listing(t: pa.Table, parts: int) -> pa.Table:
     n = t.num_rows
-    return pa.table({"part": _part(t["key"], parts), "listed": pa.repeat(True, n), "key": t["key"],
+    return pa.table({"part": key_partition(t["key"], parts), "listed": pa.repeat(True, n), "key": t["key"],
                      "source_uri": t["source_uri"], "size": t["size"], "version": t["version"],
                      "sha256": pa.nulls(n, pa.string()), "status": pa.nulls(n, pa.string()),
                      "encoded_at": pa.nulls(n, TAGGED.field("encoded_at").type)}, schema=TAGGED)
@@ -95,7 +104,7 @@ def _tag_archive(batch: pa.Table, url: str, storage_options: dict, parts: int) -
     t = pa.concat_tables(pq.read_table(p, filesystem=fs, columns=ARCHIVE_COLUMNS, schema=SCHEMA)
                          for p in batch["path"].to_pylist())
     n = t.num_rows
-    return pa.table({"part": _part(t["key"], parts), "listed": pa.repeat(False, n), "key": t["key"],
+    return pa.table({"part": key_partition(t["key"], parts), "listed": pa.repeat(False, n), "key": t["key"],
                      "source_uri": pa.nulls(n, pa.string()), "size": t["source_bytes"], "version": t["source_version"],
                      "sha256": t["source_sha256"], "status": t["status"], "encoded_at": t["encoded_at"]}, schema=TAGGED)
 

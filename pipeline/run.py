@@ -31,6 +31,13 @@ class RunError(Exception):
     message and exit status 1."""
 
 
+def ray_cause(e: BaseException) -> str:
+    """'Type: first line' of what went wrong in a Ray task, out of the wrappers Ray puts around it."""
+    while (inner := getattr(e, "cause", None) or e.__cause__) is not None:
+        e = inner
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
 class _DropMessages(logging.Filter):
     """Drops the log records whose message contains one of `fragments`."""
 

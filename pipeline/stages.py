@@ -150,15 +150,17 @@ class CompressActor:
 class DecodeActor:
     """Decodes archive rows. Out: key, codec, the decoded image file bytes (PNG for 'tng'; the original
     file, byte for byte, for 'source' and 'jpeg-jxl'), its suffix, the sha256 of the decoded pixels
-    (or of the restored file) and whether it matches, and PSNR against the original when a source
-    root is given."""
+    (or of the restored file) and whether it matches, PSNR against the original when a source
+    root is given, and the PSNR the row recorded (`stored_psnr`). With files=False (audit) the file
+    is checked but not sent on (None), and a decoded image is not made into a PNG."""
 
-    def __init__(self, threads: int, source_root: str | None = None, storage_options: dict | None = None):
+    def __init__(self, threads: int, source_root: str | None = None, storage_options: dict | None = None,
+                 files: bool = True):
         import torch
 
         torch.set_num_threads(max(1, threads))
         self.codec = Codec(device=None)
-        self.source_root, self.storage_options = source_root, storage_options or {}
+        self.source_root, self.storage_options, self.files = source_root, storage_options or {}, files
 
     def __call__(self, batch: dict) -> dict:
         rows = [self._row(batch, i) for i in range(len(batch["key"]))]
@@ -167,17 +169,19 @@ class DecodeActor:
     def _row(self, b: dict, i: int) -> dict:
         from tng.codec import image_bytes
 
+        stored = b["psnr"][i] if "psnr" in b else None  # NaN or None where the row has none
         row = {"key": b["key"][i], "codec": b["codec"][i], "file": None, "suffix": None, "decoded_sha256": None,
-               "hash_ok": False, "psnr": None, "error": None}
+               "hash_ok": False, "psnr": None, "error": None,
+               "stored_psnr": None if stored is None or np.isnan(stored) else float(stored)}
         try:
             if b["codec"][i] in ("source", JPEG_XL):  # the original file, byte for byte
                 file = b["bitstream"][i] if b["codec"][i] == "source" else restore(b["bitstream"][i])
-                row.update(file=file, suffix="", decoded_sha256=hashlib.sha256(file).hexdigest())
+                row.update(file=file if self.files else None, suffix="", decoded_sha256=hashlib.sha256(file).hexdigest())
             elif b["codec"][i] == "tng":
                 dec = self.codec.decode(b["bitstream"][i])
                 image = dec.image
-                row.update(file=image_bytes(image, "PNG", dec.exif, dec.icc_profile), suffix=".png",
-                           decoded_sha256=_pixels_sha256(image))
+                row.update(file=image_bytes(image, "PNG", dec.exif, dec.icc_profile) if self.files else None,
+                           suffix=".png", decoded_sha256=_pixels_sha256(image))
                 if self.source_root is not None:
                     row["psnr"] = self._psnr_vs_source(b["key"][i], dec.rgb)
             else:

@@ -83,7 +83,7 @@ def test_a_small_run_prints_no_concurrency_warnings(ray_local, src, tmp_path):
     assert not [w for w in seen if "number of concurrent" in str(w.message)]
 
 
-def test_incremental_skips_unchanged_and_redoes_changed(ray_local, src, tmp_path, capsys):
+def test_incremental_skips_unchanged_and_redoes_changed(ray_local, src, tmp_path, capsys, monkeypatch):
     out = tmp_path / "archive"
     assert main(["compress", str(src), str(out), "--workers", "1"]) == 0
     first = {k: r["run_id"] for k, r in _rows(out).items()}
@@ -105,6 +105,21 @@ def test_incremental_skips_unchanged_and_redoes_changed(ray_local, src, tmp_path
     assert current["cat.png"]["width"] == 512 and current["cat.png"]["run_id"] != first["cat.png"]
     assert current["deep/er/cup.jpg"]["run_id"] == first["deep/er/cup.jpg"]
     assert "new.png" in current
+    # Decompress and audit as on an archive of many partitions (rows shuffled by key, then by shard):
+    # each key once, from its current row (cat.png's second version).
+    from tng.pipeline import pending
+
+    monkeypatch.setattr(pending, "PARTITION_ROWS", 1)  # a partition per shard (two runs: two or more)
+    monkeypatch.setattr(pending, "SHARD_ROWS", 1)
+    restored = tmp_path / "restored"
+    assert main(["decompress", str(out), str(restored), "--workers", "1"]) == 0
+    ok = sorted(k for k, r in current.items() if r["status"] == "ok")
+    assert sorted(str(p.relative_to(restored)) for p in restored.rglob("*") if p.is_file()) == ok
+    with Image.open(restored / "cat.png") as im:
+        assert im.size == (512, 512)
+    capsys.readouterr()
+    assert main(["audit", str(out), "--workers", "1"]) == 0
+    assert f"{len(ok)} rows checked, 0 problems" in capsys.readouterr().out
 
 
 def test_incremental_trusts_the_listing_and_follows_the_current_row(ray_local, src, tmp_path, capsys):
