@@ -2,10 +2,14 @@
 
     select(archive, ...)   the current `ok` rows, all, some keys, or a reproducible sample: tasks read
                            the shards' small columns, each key's rows meet in their partition (as in
-                           pending.py) and the current one is picked; a Dataset of (key, path, row)
-      ─▶ decode(selected, ...)  tasks read the picked rows' streams, shard by shard ─▶ DecodeActor pool
-                           (stages.py): each row's file, its hash and whether it matches, PSNR against
-                           the source when given; a row's failure is its `error`, never the run's
+                           pending.py) and the current one is picked; then the picks of one shard
+                           meet; a materialized Dataset of (key, path, row)
+      ─▶ decode(selected, ...)  tasks read the picked rows' streams, a shard at a time ─▶ DecodeActor
+                           pool (stages.py): each row's file, its hash and whether it matches, PSNR
+                           against the source when given; a row's failure is its `error`, never the run's
+
+Everything that shuffles runs in `select`, before the actors exist and take the CPUs; `decode` only
+maps (run.py: why tasks beside the actors reserve no CPU).
 
 The driver holds neither the archive's rows nor the decoded files: it gets the results one block at
 a time (`decode` is an iterator). Raises RunError when the archive cannot be read or the selection is
@@ -48,9 +52,10 @@ def select(archive: str, opts: dict, keys: list[str] | None, sample: float | Non
     parts = partitions_for(len(shards) * SHARD_ROWS)
     rows = shard_dataset(shards).map_batches(_tag_rows, fn_kwargs={"url": archive, "opts": opts, "parts": parts},
                                              batch_size=1, batch_format="pyarrow")
-    try:
-        picked = grouped(rows, "part", parts).map_groups(
-            _pick, fn_kwargs={"only": keys, "sample": sample}, batch_format="pyarrow").materialize()
+    picked = grouped(rows, "part", parts).map_groups(_pick, fn_kwargs={"only": keys, "sample": sample},
+                                                     batch_format="pyarrow")
+    try:  # the picks of one shard meet, so that decode reads each shard once
+        picked = grouped(picked, "path", parts).map_groups(_unchanged, batch_format="pyarrow").materialize()
     except Exception as e:  # a shard that cannot be read
         raise RunError(f"cannot read archive {archive}: {ray_cause(e)}") from None
     if keys:
@@ -65,17 +70,14 @@ def decode(selected: Dataset, archive: str, opts: dict, address: str | None, wor
            source: str | None, files: bool = True) -> Iterator[dict]:
     """DecodeActor's output row for each selected row (stages.py), on `workers` actors, as they come;
     without `files` (audit) rows are checked but their files not made or sent."""
-    from tng.pipeline.pending import grouped, partitions_for
     from tng.pipeline.run import actor_pool, init_ray, task_remote_args
     from tng.pipeline.stages import DecodeActor
 
-    n = selected.count()
-    if n == 0:
+    if selected.count() == 0:
         return
     pool = actor_pool(workers, init_ray(address))
-    # the picked rows of one shard meet, so that each shard is read once
-    ds = grouped(selected, "path", partitions_for(n)).map_groups(
-        _fetch, fn_kwargs={"url": archive, "opts": opts}, batch_format="pyarrow", **task_remote_args())
+    ds = selected.map_batches(_fetch, fn_kwargs={"url": archive, "opts": opts}, batch_size=None,
+                              batch_format="pyarrow", **task_remote_args())
     ds = ds.map_batches(DecodeActor, batch_size=4, batch_format="numpy",
                         fn_constructor_kwargs={"threads": pool.threads, "source_root": source,
                                                "storage_options": opts, "files": files},
@@ -127,17 +129,18 @@ def in_sample(key: str, fraction: float) -> bool:
     return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) < fraction * 2**32
 
 
-def _fetch(t: pa.Table, url: str, opts: dict) -> pa.Table:
-    """The picked rows' DECODE_COLUMNS, read shard by shard (a group holds one shard's rows, or all of them)."""
-    import pyarrow as pa
+def _unchanged(t: pa.Table) -> pa.Table:
+    return t
+
+
+def _fetch(t: pa.Table, url: str, opts: dict) -> Iterator[pa.Table]:
+    """The picked rows' DECODE_COLUMNS, one shard's at a time (so a task holds one shard's streams)."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from tng.pipeline.archive import SCHEMA, open_fs
 
     fs, _ = open_fs(url, opts)
-    out = []
     for path in pc.unique(t["path"]).to_pylist():
         rows = t.filter(pc.equal(t["path"], path))["row"]
-        out.append(pq.read_table(path, filesystem=fs, columns=DECODE_COLUMNS, schema=SCHEMA).take(rows))
-    return pa.concat_tables(out)
+        yield pq.read_table(path, filesystem=fs, columns=DECODE_COLUMNS, schema=SCHEMA).take(rows)

@@ -113,3 +113,9 @@ def test_a_head_kept_to_the_driver_gets_no_tasks(cluster, tmp_path):
     args.workers = 1
     summary = compress(args)
     assert (summary["ok"], summary["errors"]) == (4, 0)
+    # audit too: its one actor takes both of the worker's CPUs, so whatever runs beside it must not
+    # need one (the reads of the streams), or the run would wait forever
+    from tng.jobs.cli import parser
+    from tng.jobs.decompress import audit
+
+    assert audit(parser().parse_args(["audit", str(dst), "--address", cluster.address, "--workers", "1"])) == 0
