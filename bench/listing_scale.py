@@ -71,10 +71,10 @@ def _write(dst: Path, part: int, rows: list[dict]) -> None:
     (dst / SHARDS / f"bench-{part:06d}-000.parquet").write_bytes(table_bytes(pa.Table.from_pylist(rows, schema=SCHEMA)))
 
 
-def run(cmd: list[str], private: bool = False) -> tuple:
-    """(seconds, driver peak RSS in MB, last line of output) of a command in a fresh process; with
-    `private`, also the peak of its private memory (RssAnon, sampled every 0.2 s), in MB: RSS also
-    counts the pages of Ray's shared object store that the driver has read, which are not its own."""
+def run(cmd: list[str]) -> tuple[float, float, float, str]:
+    """(seconds, driver peak RSS in MB, driver peak private memory in MB, last line of output) of a
+    command in a fresh process. Private memory is RssAnon, sampled every 0.2 s: RSS also counts the
+    pages of Ray's shared object store that the driver has read, which are not its own."""
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     peak = anon = 0.0
@@ -90,7 +90,7 @@ def run(cmd: list[str], private: bool = False) -> tuple:
     if p.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{out[-3000:]}")
     summary = next((line for line in out.splitlines() if line.startswith("run ")), out.strip().splitlines()[-1])
-    return (time.perf_counter() - t0, peak, summary) + ((anon,) if private else ())
+    return time.perf_counter() - t0, peak, anon, summary
 
 
 def main() -> None:
@@ -109,7 +109,7 @@ def main() -> None:
             if mode == "incremental":
                 make_archive(src, dst)
                 extra = ["--incremental"]
-            seconds, rss, summary = run([*tng, "compress", str(src), str(dst), "--workers", "1", "--batch-size", "64",
+            seconds, rss, _, summary = run([*tng, "compress", str(src), str(dst), "--workers", "1", "--batch-size", "64",
                                          *extra])
             print(f"{keys:>9,} keys  {mode:<11} {seconds:7.1f} s  {keys / seconds:8,.0f} keys/s  "
                   f"driver peak RSS {rss:6.0f} MB   [{summary.split(': ', 1)[-1][:80]}]", flush=True)

@@ -66,7 +66,7 @@ def main() -> None:
     for name, cmd in [("audit", ["audit", str(archive), "--workers", "1"]),
                       ("decompress", ["decompress", str(archive), str(out), "--workers", "1"])]:
         shutil.rmtree(out, ignore_errors=True)
-        seconds, rss, summary, private = run([*tng, *cmd], private=True)
+        seconds, rss, private, summary = run([*tng, *cmd])
         print(f"{args.rows:,} rows of {args.row_kb} KB ({size:,.0f} MB)  {name:<10} {seconds:6.1f} s  "
               f"driver peak RSS {rss:6.0f} MB, private {private:6.0f} MB   [{summary[-70:]}]", flush=True)
     shutil.rmtree(out, ignore_errors=True)
