@@ -8,11 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tng.codec import Codec, TNGError
+from tng.codec import Codec, TNGError, coder, container
 from tng.codec.context import CheckerboardContext, anchor_mask
+from tng.codec.images import DEFAULT_MAX_PIXELS
 from tng.codec.intnet import ACT_BITS, ACT_MAX, WEIGHT_BITS
 from tng.codec.model import TNGModel
 from tng.codec.registry import LoadedModel, export_weights, load_model, load_weights
+from tng.codec.varint import Reader, uvarint
 
 BASE = 7  # a model without a context, which the test models extend
 
@@ -131,18 +133,135 @@ def test_refined_context_streams_decode(ctx_model, small_photo):
     assert np.array_equal(Codec(device="cpu", model=ctx_model).decode(enc.data).rgb, enc.reconstruction)
 
 
-def test_damaged_context_streams_fail_cleanly(ctx_model, small_photo):
-    codec = Codec(device="cpu", model=ctx_model)
-    data = codec.encode(small_photo, quality=4).data
-    rng = np.random.default_rng(3)
+def _symbols(lm: LoadedModel, photo: np.ndarray, quality: float) -> tuple[torch.Tensor, ...]:
+    """What the encoder codes of a one-tile photo: (z symbols, residuals, means, fixed-point indexes)."""
+    codec = Codec(device="cpu", model=lm)
+    gain, _ = codec._gains(lm.net, quality)
+    yg = codec._analyse(lm.net, codec._pixels([photo])[0]) * gain
+    return codec._symbols(lm, lm.net, yg, lm.net.h_a(yg).float())
+
+
+def _tile_sections(data: bytes) -> list[bytes]:
+    """The sections of a stream's tiles: the last ones, one per tile."""
+    header, sections = container.unpack(data, DEFAULT_MAX_PIXELS)
+    tiles = -(-header.width // header.tile) * -(-header.height // header.tile)
+    return [bytes(s) for s in sections[-tiles:]]
+
+
+def test_the_context_moves_the_non_anchors_and_so_the_streams(ctx_model, tmp_path, small_photo):
+    """ctx_model against the same weights with the context's last layer zeroed (which codes as the
+    base model does, above): the anchors' symbols, means and tables stand; the others' move, and with
+    them the tile streams, the bits (estimated and coded) and the pixels. A codec that skipped the
+    context on both sides would round-trip either model and fail here."""
+    zero = _with_context(tmp_path, "ctx-zero", 0.0)  # the same seed: the same first two layers
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(ctx_model.context[:2], zero.context[:2]))
+    with_ctx, without = _symbols(ctx_model, small_photo, 4.0), _symbols(zero, small_photo, 4.0)
+    anchor = anchor_mask(*with_ctx[1].shape[-2:])
+    assert torch.equal(with_ctx[0], without[0])  # z
+    for a, b in zip(with_ctx[1:], without[1:]):  # residuals, means, indexes
+        assert torch.equal(a[..., anchor], b[..., anchor])
+        assert not torch.equal(a[..., ~anchor], b[..., ~anchor])
+    enc = {lm.name: Codec(device="cpu", model=lm).encode(small_photo, quality=4) for lm in (ctx_model, zero)}
+    ctx, base = enc[ctx_model.name], enc[zero.name]
+    assert _tile_sections(ctx.data) != _tile_sections(base.data) and len(ctx.data) != len(base.data)
+    assert Codec(device="cpu", model=ctx_model).estimate_bits(small_photo, 4.0) != \
+        Codec(device="cpu", model=zero).estimate_bits(small_photo, 4.0)
+    assert not np.array_equal(ctx.reconstruction, base.reconstruction)
+
+
+def test_a_decoder_that_ignores_the_context_does_not_get_the_pixels(ctx_model, small_photo, monkeypatch):
+    """The non-anchors decoded with the hyper-prior's tables and means (the context's update skipped)
+    are other symbols: the stream fails to decode or gives other pixels, never the encoder's."""
+    enc = Codec(device="cpu", model=ctx_model).encode(small_photo, quality=4)
+    monkeypatch.setattr(coder._TileTables, "context", lambda self, residual, mean, index: (mean, index))
+    try:
+        rgb = Codec(device="cpu", model=ctx_model).decode(enc.data).rgb
+    except TNGError:
+        rgb = None  # what happens with this photo: the hyper-prior's tables do not even decode the words
+    assert rgb is None or not np.array_equal(rgb, enc.reconstruction)
+
+
+def _with_tile_section(data: bytes, tile: int, damage) -> bytes:
+    """data with one tile's section replaced by damage(section) and packed again: both checksums and
+    the section table hold, so it is the tile decoder, context included, that meets the damage."""
+    header, sections = container.unpack(data, DEFAULT_MAX_PIXELS)
+    sections = [bytes(s) for s in sections]
+    k = len(sections) - len(_tile_sections(data)) + tile
+    sections[k] = damage(sections[k])
+    out = container.pack(header, sections)
+    assert [bytes(s) for s in container.unpack(out, DEFAULT_MAX_PIXELS)[1]] == sections
+    return out
+
+
+def _relength(section: bytes, delta: int) -> bytes:
+    """The section with its leading count of range-coded bytes changed by delta, the bytes kept."""
+    r = Reader(section)
+    n = r.uvarint("length")
+    return uvarint(n + delta) + section[r.pos :]
+
+
+# Damage the tile decoder finds whatever the bytes (codec/entropy_models.py `decode_tile`): it takes
+# the range-coded words whole (their count leads the section), and they alone decide the symbols, so
+# also how many escaped values follow them. A section cut short runs out inside the words or those
+# values, one with a byte more has it left over, and a count that is no multiple of 4, or beyond the
+# section's end, is refused before anything is decoded.
+DETECTED = {
+    "emptied": lambda s: b"",
+    "cut by one byte": lambda s: s[:-1],
+    "cut in half": lambda s: s[: len(s) // 2],
+    "one byte more": lambda s: s + b"\0",
+    "word count not a multiple of 4": lambda s: _relength(s, 1),
+    "more words than the section holds": lambda s: _relength(s, 4 * len(s)),
+}
+
+
+@pytest.fixture(scope="module")
+def tiled(ctx_model, small_photo) -> tuple[Codec, bytes]:
+    """A codec of ctx_model in tiles of 64 and its stream of small_photo: 6 tiles, the last with escaped values."""
+    codec = Codec(device="cpu", model=ctx_model, tile=64)
+    enc = codec.encode(small_photo, quality=4)
+    assert np.array_equal(codec.decode(_with_tile_section(enc.data, 5, lambda s: s)).rgb, enc.reconstruction)
+    last = Reader(_tile_sections(enc.data)[-1])
+    words = last.uvarint("length")
+    assert len(last.data) > last.pos + words  # escaped values follow its words
+    return codec, enc.data
+
+
+@pytest.mark.parametrize("damage", DETECTED)
+def test_damaged_context_tile_streams_are_refused(tiled, damage):
+    codec, data = tiled
+    for tile in range(len(_tile_sections(data))):
+        with pytest.raises(TNGError, match="^(corrupt|truncated) file: .*(tile|escape)"):
+            codec.decode(_with_tile_section(data, tile, DETECTED[damage]))
+
+
+def _garbled(section: bytes, k: int, rng: np.random.Generator) -> bytes:
+    """One bit flipped, the bytes from somewhere on replaced, or a random word inserted after the words."""
+    r = Reader(section)
+    n = r.uvarint("length")
+    pos = int(rng.integers(r.pos, len(section)))
+    if k % 3 == 0:
+        return section[:pos] + bytes([section[pos] ^ 1 << int(rng.integers(8))]) + section[pos + 1 :]
+    if k % 3 == 1:
+        return section[:pos] + rng.integers(0, 256, len(section) - pos, np.uint8).tobytes()
+    words = section[r.pos : r.pos + n] + rng.integers(0, 256, 4, np.uint8).tobytes()
+    return uvarint(n + 4) + words + section[r.pos + n :]
+
+
+def test_garbled_context_tile_streams_fail_cleanly(tiled, small_photo):
+    """Changed words may decode to other valid symbols (a range coder cannot always tell: a word after
+    a stream's words often reads as the coder's own padding); the image must then come out whole.
+    Anything but a TNGError or an image of the right size fails the test."""
+    codec, data = tiled
+    sections = _tile_sections(data)
+    rng = np.random.default_rng(7)  # its 24 cases: refused by constriction and by the decoder, and decoded
+    refused = 0
     for k in range(24):
-        bad = bytearray(data)
-        if k % 3 == 0:
-            bad = bad[: rng.integers(len(data) // 2, len(data))]
-        else:
-            pos = rng.integers(len(data) // 3, len(data))
-            bad[pos] ^= 1 << int(rng.integers(8))
+        tile = int(rng.integers(len(sections)))
         try:
-            codec.decode(bytes(bad))
+            dec = codec.decode(_with_tile_section(data, tile, lambda s: _garbled(s, k, rng)))
         except TNGError:
-            pass  # any other exception fails the test
+            refused += 1
+            continue
+        assert dec.rgb.shape == small_photo.shape and dec.rgb.dtype == np.uint8
+    assert refused  # with this seed, some of the damage is found
