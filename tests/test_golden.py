@@ -70,3 +70,79 @@ def test_golden_files_cover_the_header_cases():
     flags = {w["flags"] for w in mine.values()}
     assert {Flag.REDUCED_16BIT, Flag.FROM_PALETTE, Flag.FROM_CMYK} <= flags
     assert any(w["exif_sha256"] and w["icc_sha256"] for w in mine.values())
+
+
+# A model with a checkerboard context (codec/context.py) must decode forever too, but none ships.
+# Test model 1000 is shipped model 7 plus a fixed, untrained context (nonzero, so that it moves the
+# non-anchors' means and tables). Only the context's integer tensors are stored (context.safetensors.xz,
+# 0.4 MB); the weights file is rebuilt here from them and model 7's shipped tensors, written without
+# the safetensors library so that its bytes, and the digest every golden stream records, depend on
+# nothing else. tests/golden/make_context_golden.py wrote both, once.
+CONTEXT_GOLDEN = GOLDEN / "context"
+CONTEXT_EXPECTED = json.loads((CONTEXT_GOLDEN / "expected.json").read_text())
+CONTEXT_MODEL_ID = 1000  # test-only: shipped ids count up from 1
+_SAFETENSORS_DTYPES = {torch.float16: "F16", torch.float32: "F32", torch.float64: "F64", torch.int8: "I8",
+                       torch.int16: "I16", torch.int32: "I32", torch.int64: "I64"}
+
+
+def _safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """A safetensors file: 8-byte little-endian header length, JSON header (padded to 8 bytes), the
+    tensors' little-endian bytes, in name order."""
+    header: dict = {"__metadata__": dict(sorted(metadata.items()))}
+    blobs, offset = [], 0
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        arr = t.numpy()
+        data = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)
+    return len(head).to_bytes(8, "little") + head + b"".join(blobs)
+
+
+def context_model_weights(folder: Path) -> Path:
+    """Writes test model 1000's weights file into folder (see above) and returns its path."""
+    import lzma
+
+    import safetensors.torch
+
+    from tng.codec.registry import SHIPPED_DIR, _header_metadata
+
+    base = lzma.decompress((SHIPPED_DIR / "tng-7.safetensors.xz").read_bytes())
+    tensors = safetensors.torch.load(base)
+    context = safetensors.torch.load(lzma.decompress((CONTEXT_GOLDEN / "context.safetensors.xz").read_bytes()))
+    assert context and all(k.startswith("context.") for k in context)
+    metadata = _header_metadata(base) | {"model_id": str(CONTEXT_MODEL_ID), "name": "test-7-checkerboard",
+                                         "context": "checkerboard"}
+    path = folder / f"tng-{CONTEXT_MODEL_ID}.safetensors"
+    path.write_bytes(_safetensors_bytes(tensors | context, metadata))
+    return path
+
+
+@pytest.fixture(scope="module")
+def context_model_path(tmp_path_factory):
+    """A TNG_MODEL_PATH folder holding test model 1000's rebuilt weights."""
+    folder = tmp_path_factory.mktemp("context-model")
+    path = context_model_weights(folder)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == CONTEXT_EXPECTED["weights_sha256"], \
+        "the rebuilt weights of test model 1000 changed: the golden streams' digests no longer match them"
+    return folder
+
+
+@pytest.mark.parametrize("name", sorted(CONTEXT_EXPECTED["files"]))
+def test_context_model_golden_file_decodes_unchanged(name, context_model_path, monkeypatch):
+    """Found through TNG_MODEL_PATH as archives' own models are, and decoded through the context."""
+    from tng.codec.registry import load_model
+
+    monkeypatch.setenv("TNG_MODEL_PATH", str(context_model_path))
+    data = (CONTEXT_GOLDEN / name).read_bytes()
+    want = CONTEXT_EXPECTED["files"][name]
+    assert hashlib.sha256(data).hexdigest() == want["file_sha256"]
+    dec = Codec(device="cpu").decode(data)
+    assert dec.header.model_id == CONTEXT_MODEL_ID and load_model(CONTEXT_MODEL_ID).context is not None
+    image = dec.image
+    assert list(image.size) == want["size"] and image.mode == want["mode"]
+    assert hashlib.sha256(np.asarray(image).tobytes()).hexdigest() == want["pixels_sha256"]
