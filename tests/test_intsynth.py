@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tng.codec import Codec
+from tng.codec import Codec, container
+from tng.codec.images import DEFAULT_MAX_PIXELS
 from tng.codec.intsynth import WIDE_MARGIN, Int8Synthesis, QuantSynthesis, has_vnni, integer_tensors, interleave, polyphase
 from tng.codec.model import TNGModel
 from tng.codec.registry import DEFAULT_MODEL_ID, export_weights, load_model, load_weights
@@ -51,24 +52,35 @@ def _photo(h=128, w=192, seed=0):
     return big[0].permute(1, 2, 0).clamp(0, 255).to(torch.uint8).numpy()
 
 
+KERNELS = [pytest.param("float", "cpu", id="fp32-cpu"), pytest.param("onednn", "cpu", id="onednn-cpu"),
+           pytest.param("float", "cuda", id="fp32-cuda")]
+
+
+def _synthesis_with(model, kernel: str, device: str) -> Int8Synthesis:
+    """The model's int8 synthesis on one kernel and device; a visible skip where this machine has neither."""
+    if kernel == "onednn" and not has_vnni():
+        pytest.skip("no AVX-512 VNNI or AVX-VNNI on this CPU: the decoder runs the fp32 kernel (fp32-cpu) instead")
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    return Int8Synthesis(model.synth.tensors, model.net.log_inv_gain, kernel)
+
+
+@pytest.mark.parametrize("kernel, device", KERNELS[:2])  # the CPU kernels: Codec decodes on the CPU here
 @pytest.mark.parametrize("which", ["fixture", "default"])
-def test_stream_decodes_to_the_encoders_pixels_with_every_kernel_and_thread_count(int8_model, which):
+def test_stream_decodes_to_the_encoders_pixels_with_every_kernel_and_thread_count(int8_model, which, kernel, device):
     """The test fixture's weights, and the shipped default model's when it has an int8 synthesis."""
     if which == "default":
         int8_model = load_model(DEFAULT_MODEL_ID)
         if int8_model.net.synthesis != "int8":
             pytest.skip("the default model has no int8 synthesis")
+    model = dataclasses.replace(int8_model, synth=_synthesis_with(int8_model, kernel, device))
     enc = Codec(device="cpu", model=int8_model).encode(_photo(), quality=5.5)
-    kernels = ["float"] + (["onednn"] if has_vnni() else [])
     threads = torch.get_num_threads()
     try:
-        for kernel in kernels:
-            for n in (1, 2):
-                torch.set_num_threads(n)
-                synth = Int8Synthesis(int8_model.synth.tensors, int8_model.net.log_inv_gain, kernel)
-                model = dataclasses.replace(int8_model, synth=synth)
-                dec = Codec(device="cpu", model=model).decode(enc.data)
-                assert np.array_equal(dec.rgb, enc.reconstruction), (kernel, n)
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            dec = Codec(device="cpu", model=model).decode(enc.data)
+            assert np.array_equal(dec.rgb, enc.reconstruction), n
     finally:
         torch.set_num_threads(threads)
 
@@ -85,18 +97,83 @@ def test_bands_of_rows_give_the_same_pixels(int8_model, monkeypatch):
     assert np.array_equal(small, enc.reconstruction) and np.array_equal(whole, enc.reconstruction)
 
 
-def test_kernels_agree_at_the_limits_of_the_sums(int8_model):
-    """Activations at ±127 and squares at 255 everywhere drive every sum to its extremes."""
-    if not has_vnni():
-        pytest.skip("no VNNI: only the fp32 kernel runs on this CPU")
-    tensors = int8_model.synth.tensors
-    a = Int8Synthesis(tensors, int8_model.net.log_inv_gain, "float")
-    b = Int8Synthesis(tensors, int8_model.net.log_inv_gain, "onednn")
-    gen = torch.Generator().manual_seed(3)
-    for scale in (1.0, 1e3, 1e6):
-        residual = (torch.randn(1, 160, 4, 6, generator=gen) * scale).round()
-        mean = torch.zeros_like(residual)
-        assert torch.equal(a(residual, mean, 8000, torch.device("cpu")), b(residual, mean, 8000, torch.device("cpu")))
+# What each convolution's input takes (stored uint8 minus the zero point the kernel subtracts):
+# 8-bit activations, the high and low planes of 15-bit ones, an IGDN's squares.
+_RANGES = {"kernel": (-127, 127), "high": (-128, 127), "low": (0, 127), "gamma": (0, 255)}
+
+
+def _extreme_input(w: torch.Tensor, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A whole input plane (1, C_in, H, W) of lo and hi only, tiled with k×k windows, two per output
+    channel: one hi where the channel's weights are positive and lo elsewhere, where its sum at the
+    window's centre is the largest it can be; one hi where they are negative, the smallest. Returns
+    the input, the centres (rows, cols, channels) and the sums they must reach there."""
+    cout, _, k, _ = w.shape
+    n = math.ceil(math.sqrt(2 * cout))  # windows per side
+    x = torch.full((1, w.shape[1], n * k, n * k), lo, dtype=torch.float64)
+    rows, cols, chans, bound = [], [], [], []
+    for i in range(n * n):
+        o, sign = i % cout, 1 if (i // cout) % 2 == 0 else -1
+        r, c = divmod(i, n)
+        x[0, :, r * k : (r + 1) * k, c * k : (c + 1) * k] = torch.where(w[o].double() * sign > 0, hi, lo)
+        wp, wn = w[o].double().clamp(min=0).sum(), w[o].double().clamp(max=0).sum()
+        rows.append(r * k + k // 2), cols.append(c * k + k // 2), chans.append(o)
+        bound.append(wp * hi + wn * lo if sign > 0 else wp * lo + wn * hi)
+    return x, (torch.tensor(rows), torch.tensor(cols), torch.tensor(chans)), torch.stack(bound)
+
+
+def _run_conv(synth: Int8Synthesis, k: int, which: str, values: torch.Tensor, device: str) -> torch.Tensor:
+    """Layer k's convolution `which` of input values as the decoder stores and sums them (uint8,
+    channels-last; cuDNN off, fp32 math as this process has it by default), back on the CPU in float64."""
+    zero = {"kernel": 128, "high": 128, "low": 0, "gamma": 0}[which]
+    stored = (values + zero).to(torch.uint8).to(device).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), torch.backends.cudnn.flags(enabled=False):
+        return synth._conv(k, which, torch.device(device))(stored).double().cpu()
+
+
+@pytest.mark.parametrize("kernel, device", KERNELS)
+def test_kernels_sum_exactly_at_the_limits_of_the_sums(int8_model, kernel, device):
+    """Every convolution of the synthesis, on input planes whose every value is at an end of its
+    range and where every output channel reaches both bounds of its sum, against a float64
+    convolution (exact: the sums are integers far below 2**53). For 15-bit inputs, also the layer's
+    sum 128·high + low, one fp32 rounding of the exact sum."""
+    synth = _synthesis_with(int8_model, kernel, device)
+    for k, layer in enumerate(synth.layers):
+        w = layer["kernel"]
+        if int(layer["planes"]) == 1:
+            which = [("kernel", w, 1)]
+        else:  # the two planes of X = 128·high + low at its ends (16383 = 128·127 + 127, -16384 = 128·-128 + 0)
+            which = [("high", w, 1), ("low", w, 1)]
+            x, _, _ = _extreme_input(w, -16384, 16383)
+            high = torch.floor(x / 128)
+            got = (_run_conv(synth, k, "high", high, device).float() * 128
+                   + _run_conv(synth, k, "low", x - 128 * high, device).float())
+            assert torch.equal(got, F.conv2d(x, w.double(), padding=1).float()), (k, "128·high + low")
+        if "gamma" in layer:
+            which.append(("gamma", layer["gamma"].view(*layer["gamma"].shape, 1, 1), 0))
+        for name, kern, pad in which:
+            x, (rows, cols, chans), bound = _extreme_input(kern, *_RANGES[name])
+            want = F.conv2d(x, kern.double(), padding=pad)
+            assert torch.equal(want[0, chans, rows, cols], bound)  # the sums are at their limits
+            assert torch.equal(_run_conv(synth, k, name, x, device), want), (k, name)
+
+
+@pytest.mark.parametrize("kernel, device", KERNELS)
+def test_saturated_latents_give_the_reference_pixels(int8_model, kernel, device):
+    """The whole synthesis with layer 0's input at ±16383 everywhere against the numpy reference:
+    planes of one sign, of alternating signs, of random signs."""
+    synth = _synthesis_with(int8_model, kernel, device)
+    size = (int8_model.net.m, 6, 8)
+    g = torch.Generator().manual_seed(3)
+    signs = torch.stack([torch.ones(size), (-1.0) ** torch.arange(6 * 8).view(1, 6, 8).expand(size),
+                         torch.randint(0, 2, size, generator=g).double() * 2 - 1])
+    # Layer 0's input is t = residual·step, times the tile's scale u: with every |t| just below
+    # 16383·2**20, u is 2**-20 and every input rounds to ±16383.
+    step = synth.inverse_gain(8000).view(1, -1, 1, 1) * synth.input * 2**8
+    residual = torch.trunc(signs * (16383 * 2**20) / step)
+    assert ((residual * step).abs() / 2**20 - 16383).abs().max() < 0.01
+    mean = torch.zeros_like(residual)
+    got = synth(residual, mean, 8000, torch.device(device)).cpu().numpy()
+    assert np.array_equal(got, _reference_synthesis(synth, residual, mean, 8000))
 
 
 def test_sums_that_could_leave_fp32_are_refused(int8_model):
@@ -207,7 +284,12 @@ def test_tiles_beyond_the_calibrated_range_get_coarser_steps_not_clipped(int8_mo
     img[32:96, ::8] = 255
     exact = Codec(6, device="cpu").encode(img, quality=8)
     enc = Codec(device="cpu", model=int8_model).encode(img, quality=8)
-    assert enc.data[16:] == exact.data[16:] or abs(enc.bpp - exact.bpp) < 1e-9  # the same symbols
+    # The same symbols: only the synthesis differs. The headers differ in model id and digest (and so
+    # in their checksum); the rest of them, the metadata sections (exif, icc, alpha) and the tile's
+    # section (the last: one tile) must be the same bytes.
+    (h8, s8), (hx, sx) = (container.unpack(e.data, DEFAULT_MAX_PIXELS) for e in (enc, exact))
+    assert dataclasses.replace(h8, model_id=hx.model_id, weights_digest=hx.weights_digest) == hx
+    assert [bytes(s) for s in s8[:3] + s8[-1:]] == [bytes(s) for s in sx[:3] + sx[-1:]]
     ones = lambda peak, limit: (torch.ones(len(peak), dtype=torch.float64),) * 2  # noqa: E731
     monkeypatch.setattr(intsynth, "_tile_scale", ones)
     clipped = Codec(device="cpu", model=int8_model).encode(img, quality=8)
