@@ -1,6 +1,6 @@
 """Offline checks of infra/: the manifests a platform engineer would run, read as the tools would.
 
-Shape: KubeRay objects against the CRDs of KubeRay v1.7.0 (../shared/reference, strict: an unknown
+Shape: KubeRay objects against the CRDs of KubeRay v1.7.0 (vendored in tests/data, strict: an unknown
 field is an error, as with `kubectl apply --validate=strict`), the cluster launcher's config against
 the schema in the ray wheel. Meaning: the rules a schema cannot see (one image per Ray cluster, pinned
 by digest; replicas within bounds; the actors asked for fit the workers; the head kept to the driver;
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -32,9 +33,8 @@ from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"
-CRDS = ROOT.parent / "shared" / "reference" / "kuberay-crds-v1.7.0"
-CRD_FILES = {"RayJob": "ray.io_rayjobs.yaml", "RayCluster": "ray.io_rayclusters.yaml",
-             "RayCronJob": "ray.io_raycronjobs.yaml"}
+CRDS = ROOT / "tests" / "data" / "kuberay-crds-v1.7.0"  # upstream's files, unmodified: SOURCE.md there
+CRD_FILES = {"RayJob": "ray.io_rayjobs.yaml", "RayCronJob": "ray.io_raycronjobs.yaml"}  # the kinds checked
 RAY_SCHEMA = Path(importlib.util.find_spec("ray").origin).parent / "autoscaler" / "ray-schema.json"
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 TASK_RESOURCE = "tng_task"  # slot resource for load/write tasks: on workers, never on the head
@@ -100,7 +100,8 @@ def strict(schema: Any) -> Any:
 def crd_validator(kind: str) -> jsonschema.protocols.Validator:
     path = CRDS / CRD_FILES[kind]
     if not path.exists():
-        pytest.fail(f"{path} is missing: the KubeRay CRDs are expected in ../shared/reference (SOURCE.md there)")
+        pytest.fail(f"{path} is missing: the tests' copy of KubeRay's {kind} CRD is part of the repository "
+                    f"(tests/data/{CRDS.name}/SOURCE.md says where it comes from); restore it from Git")
     crd = yaml.load(path.read_text(), Loader=Loader)
     (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
     return jsonschema.Draft7Validator(strict(version["schema"]["openAPIV3Schema"]))
@@ -397,6 +398,18 @@ def test_the_crd_check_is_strict() -> None:
     job["spec"]["activeDeadlineSecond"] = 60
     errors = crd_errors(job)
     assert len(errors) == 2 and all("additional properties" in e.lower() for e in errors), errors
+
+
+def test_the_vendored_crds_are_upstreams_files() -> None:
+    # tests/data holds KubeRay's files unmodified (so a clone needs nothing beside it): each one has
+    # the size and sha256 its SOURCE.md records, every kind checked has one, and no file goes unlisted.
+    rows = re.findall(r"^\| `([^`]+)` \| (\d+) \| `([0-9a-f]{64})` \|$", (CRDS / "SOURCE.md").read_text(), re.M)
+    listed = {name: (int(size), sha) for name, size, sha in rows}
+    assert set(CRD_FILES.values()) <= set(listed), listed
+    assert {p.name for p in CRDS.iterdir()} - {"SOURCE.md", ".gitattributes"} == set(listed)
+    for name, (size, sha) in listed.items():
+        data = (CRDS / name).read_bytes()
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (size, sha), name
 
 
 def test_rayjob_spec_is_a_valid_raycronjob_template() -> None:
