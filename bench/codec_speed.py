@@ -95,7 +95,7 @@ def memory_child(what: str, megapixels: float, threads: int, model_id: int) -> N
     from tng.codec import Codec
 
     torch.set_num_threads(threads)
-    codec = Codec(model_id=model_id, device="cpu")
+    codec = Codec(model_id=model_id, device="cpu", effort=0)
     codec.encode(np.zeros((64, 64, 3), np.uint8))  # model loaded, workspace warmed
     data = None
     if what == "decode":  # the stream of the encode run, when there was one
@@ -149,7 +149,7 @@ def time_tng(model_id: int, img: np.ndarray, quality: float, runs: int, device: 
     from tng.codec import Codec, load_model
 
     lm = load_model(model_id)
-    codec = Codec(device=device, model=lm)
+    codec = Codec(device=device, model=lm, effort=0)
     enc = codec.encode(img, quality=quality)  # warm-up (first use builds the entropy tables)
     codec.decode(enc.data)
     te, td = [], []
@@ -294,8 +294,8 @@ def batch_speed(img: np.ndarray, n: int, model_id: int, quality: float, runs: in
 
     crops = [np.ascontiguousarray(img[(i // 3 % 2) * 256 : (i // 3 % 2) * 256 + 256, (i % 3) * 256 : (i % 3) * 256 + 256])
              for i in range(n)]
-    single = Codec(model_id=model_id, device=device)
-    batched = Codec(model_id=model_id, device=device, batch_pixels=n * 256 * 256)
+    single = Codec(model_id=model_id, device=device, effort=0)
+    batched = Codec(model_id=model_id, device=device, batch_pixels=n * 256 * 256, effort=0)
     single.encode(crops[0], quality=quality)  # warm-up
     batched.encode_batch(crops[:2], quality=quality)
     one, together = [], []

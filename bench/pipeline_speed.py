@@ -1,4 +1,5 @@
-"""Archive pipeline speed and memory: `tng compress` with 1 and 2 CPU workers against a plain loop.
+"""Archive pipeline speed and memory: `tng compress` with 1 and 2 CPU workers against a plain loop
+(every row at effort 0, the plain encode, so that the pipeline's own costs are what differs).
 
     .venv/bin/python bench/pipeline_speed.py [SRC] [--limit 12] [--max-side 768] [--workers 1 2]
 
@@ -47,10 +48,11 @@ def child_loop(images: Path, threads: int, quality: float, udfs: bool) -> dict:
     torch.set_num_threads(threads)
     t = time.perf_counter()
     if udfs:
-        actor = CompressActor(quality=quality, target_psnr=None, model_id=DEFAULT_MODEL_ID, run_id="bench", threads=threads)
+        actor = CompressActor(quality=quality, target_psnr=None, model_id=DEFAULT_MODEL_ID, run_id="bench", threads=threads,
+                              effort=0)
         codec = actor.codec
     else:
-        codec = Codec(device="cpu")
+        codec = Codec(device="cpu", effort=0)
     codec.encode(np.zeros((64, 64, 3), np.uint8))  # the model is loaded (the actors load theirs too)
     load_s = time.perf_counter() - t
     times = []
@@ -76,7 +78,8 @@ def child_pipeline(images: Path, dst: Path, workers: int, quality: float, batch_
     init_ray(None)
     t1 = time.perf_counter()
     summary = compress(parser().parse_args(["compress", str(images), str(dst), "--workers", str(workers),
-                                            "--quality", str(quality), "--batch-size", str(batch_size)]))
+                                            "--quality", str(quality), "--batch-size", str(batch_size),
+                                            "--effort", "0"]))
     t2 = time.perf_counter()
     rows = read_rows(*open_fs(str(dst)), ["key", "run_id", "encoded_at", "width", "height", "status"])
     rows = rows.filter(pc.equal(rows["run_id"], summary["run_id"])).sort_by("encoded_at").to_pylist()

@@ -6,7 +6,12 @@
 
 Images are cut into tiles of `tile` pixels (default 1024), each padded to a multiple of 64 by edge
 replication and coded independently, so memory is bounded by the tile size plus the image itself.
-Sections of a file: [exif, icc profile, alpha (PNG, lossless), tile 0, tile 1, ...].
+Sections of a file: [exif, icc profile, alpha (PNG, lossless), tile 0, tile 1, ...]; files whose tiles
+carry post-filters (format version 2) have the adaptation section before the tiles.
+
+The encoder's effort (codec/effort.py) decides how hard it searches: refinement of each tile's
+latents (codec/refine.py) and a post-filter per tile (codec/postfilter.py), which the decoder applies
+to the tile's pixels in exact integer arithmetic.
 
 Decoding is exact: symbols, probability tables and means come from an integer network (intnet.py),
 and the synthesis runs in exact integer arithmetic (exactsynth.py), so a stream decodes to the same
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import io
+from dataclasses import replace
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -30,6 +36,7 @@ from PIL import Image
 
 from . import container
 from .context import CheckerboardContext, anchor_mask
+from .effort import DEFAULT_EFFORT, Effort, effort as effort_recipe
 from .entropy_models import decode_tile, encode_tile
 from .errors import TNGError
 from .exactsynth import as_image
@@ -37,6 +44,7 @@ from .images import DEFAULT_MAX_PIXELS, Colour, Flag, SourceImage, to_pil
 from .intnet import ACT_BITS, HyperSynthesis
 from .metrics import psnr
 from .model import LEVELS, STRIDE, lambda_at
+from .postfilter import PostFilter, fit as fit_filter, pack_section, unpack_section
 from .refine import refine_latents
 from .registry import DEFAULT_MODEL_ID, LoadedModel, load_model
 
@@ -84,12 +92,10 @@ class _Plan:
         y, x, h, w = self.tiles[t]
         return self.src.rgb[y : y + h, x : x + w]
 
-    def size(self, t: int) -> tuple[int, int]:
-        return self.tiles[t][2:]
-
 
 _Batch = list[tuple[_Plan, int]]  # (image, tile index) pairs of one padded tile size
-_Coded = tuple[bytes, np.ndarray | None]  # a tile's stream and, when reconstructed, the decoder's pixels
+# A tile's stream, the decoder's pixels when reconstructed, and its post-filter (None: none)
+_Coded = tuple[bytes, np.ndarray | None, PostFilter | None]
 
 
 def _tiles(height: int, width: int, tile: int):
@@ -111,22 +117,20 @@ class Codec:
     batch_pixels: most (padded) pixels that `encode_batch` sends through the networks at once
     (default: four tiles' worth on a GPU; on CPU one tile at a time, as batches ran slower there, their
     working set outgrowing the caches: BENCHMARKS.md).
-    refine: steps of encoder-side refinement of each tile's latents (codec/refine.py): smaller files at
-    equal quality, at the cost of that many passes of the synthesis and its gradient per tile.
+    effort: the encoder's effort level, 0-9 (codec/effort.py): smaller files at equal quality for more
+    encode time; decoding costs the same at every level.
     """
 
     def __init__(self, model_id: int = DEFAULT_MODEL_ID, device: str | None = None,
                  analysis_dtype: torch.dtype = torch.float32, tile: int = DEFAULT_TILE,
                  max_pixels: int = DEFAULT_MAX_PIXELS, model: LoadedModel | None = None,
-                 batch_pixels: int | None = None, refine: int = 0):
+                 batch_pixels: int | None = None, effort: int = DEFAULT_EFFORT):
         if tile % STRIDE or not STRIDE <= tile < 2**16:
             raise TNGError(f"tile size must be a multiple of {STRIDE} below 65536, got {tile}")
         self.model_id, self.tile, self.max_pixels = model_id, tile, max_pixels
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.analysis_dtype = analysis_dtype
-        if refine < 0:
-            raise TNGError(f"refine steps must be 0 or more, got {refine}")
-        self.refine = refine
+        self.effort = effort_recipe(effort)
         self.batch_pixels = batch_pixels or (1 if self.device.type == "cpu" else 4 * tile * tile)
         self._nets: dict[int, torch.nn.Module] = {}
         self._loaded = {model.model_id: model} if model else {}
@@ -168,14 +172,13 @@ class Codec:
         return g, ig
 
     @torch.no_grad()
-    def _code(self, lm: LoadedModel, net, y: torch.Tensor, quality: float,
+    def _code(self, lm: LoadedModel, net, y: torch.Tensor, quality: float, steps: int = 0,
               pixels: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[list[bytes], torch.Tensor, torch.Tensor]:
-        """Quantise and entropy-code tiles' latents (n, M, h, w), refined first against the tiles'
-        pixels (`_pixels`, needed then) when the codec refines. Returns (one stream per tile, residuals, means) on CPU."""
+        """Quantise and entropy-code tiles' latents (n, M, h, w), refined first for `steps` steps against
+        the tiles' pixels (`_pixels`, needed then). Returns (one stream per tile, residuals, means) on CPU."""
         gain, inv_gain = self._gains(net, quality)
-        if self.refine:
-            lam = lambda_at(torch.tensor([quality]), lm.lambdas).item()
-            yg, z = refine_latents(net, *pixels, y, gain, inv_gain, lam, self.refine)
+        if steps:
+            yg, z = refine_latents(net, *pixels, y, gain, inv_gain, _lambda(lm, quality), steps)
         else:
             yg = y * gain
             z = net.h_a(yg).float()
@@ -293,60 +296,86 @@ class Codec:
         return [lat[k : k + 1] for k in range(len(batch))]
 
     def _code_tiles(self, lm: LoadedModel, net, q_milli: int, batch: _Batch) -> list[_Coded]:
-        """Each tile's stream and decoded pixels at one quality, from one pass of the analysis,
-        the coder and the synthesis over the batch."""
-        inputs = self._pixels([plan.tile(t) for plan, t in batch])
+        """Each tile's stream, decoded pixels and post-filter at one quality, from one pass of the
+        analysis, the coder and the synthesis over the batch."""
+        tiles = [plan.tile(t) for plan, t in batch]
+        inputs = self._pixels(tiles)
         lat = self._analyse(net, inputs[0])
-        return self._code_latents(lm, net, lat, q_milli, inputs, [plan.size(t) for plan, t in batch])
+        return self._code_latents(lm, net, lat, q_milli, inputs, tiles, self.effort)
 
     def _code_latents(self, lm: LoadedModel, net, lat: torch.Tensor, q_milli: int,
-                      pixels: tuple[torch.Tensor, torch.Tensor] | None, sizes: list[tuple[int, int]],
+                      pixels: tuple[torch.Tensor, torch.Tensor] | None, tiles: list[np.ndarray], recipe: Effort,
                       reconstruct: bool = True) -> list[_Coded]:
-        """Tiles' latents at one quality: their streams and, with reconstruct, the decoder's pixels
-        cropped to each tile's size (h, w). pixels: the tiles' `_pixels`, needed when the codec refines."""
-        streams, residual, mean = self._code(lm, net, lat, q_milli / 1000, pixels)
-        if not reconstruct:
-            return [(stream, None) for stream in streams]
+        """Tiles' latents at one quality, as `recipe` codes them: their streams and, with reconstruct
+        (always when the recipe fits post-filters, whose bytes count), the decoder's pixels cropped to
+        each tile's own (h, w, 3) pixels `tiles`, and each tile's post-filter. pixels: the tiles'
+        `_pixels`, needed when the recipe refines."""
+        streams, residual, mean = self._code(lm, net, lat, q_milli / 1000, recipe.refine_steps, pixels)
+        kernels = recipe.filter_kernels
+        if not (reconstruct or kernels):
+            return [(stream, None, None) for stream in streams]
         out = self._synthesise(lm, residual, mean, q_milli)
-        return [(stream, as_image(out[k], h, w)) for k, (stream, (h, w)) in enumerate(zip(streams, sizes))]
+        coded = []
+        for k, (stream, tile) in enumerate(zip(streams, tiles)):
+            decoded, post = as_image(out[k], *tile.shape[:2]), None
+            if kernels:
+                post, decoded = fit_filter(tile, decoded, _lambda(lm, q_milli / 1000), kernels, self.device)
+            coded.append((stream, decoded, post))
+        return coded
 
     def _pack(self, lm: LoadedModel, q_milli: int, plan: _Plan, coded: list[_Coded]) -> Encoded:
         """The image's .tng file from its coded tiles; PSNR when they carry their pixels (else nan)."""
         src = plan.src
+        filters = [post for _, _, post in coded]
+        adapted = any(filters)  # version 2 only when a tile has a post-filter: other files stay version 1
         header = container.Header(lm.model_id, lm.digest, src.width, src.height, int(src.colour),
-                                  int(src.flags), q_milli, self.tile)
+                                  int(src.flags), q_milli, self.tile,
+                                  container.ADAPTED_VERSION if adapted else container.FORMAT_VERSION)
         meta = [src.exif or b"", src.icc_profile or b"", _alpha_png(src.alpha)]
-        data = container.pack(header, meta + [stream for stream, _ in coded])
+        meta += [pack_section(filters)] if adapted else []
+        data = container.pack(header, meta + [stream for stream, _, _ in coded])
         recon = None
         if coded[0][1] is not None:
             recon = np.empty_like(src.rgb)
-            for (y, x, h, w), (_, pixels) in zip(plan.tiles, coded):
+            for (y, x, h, w), (_, pixels, _) in zip(plan.tiles, coded):
                 recon[y : y + h, x : x + w] = pixels
         quality_psnr = psnr(src.rgb, recon) if recon is not None else float("nan")
         return Encoded(data, q_milli / 1000, src.width, src.height, len(data) * 8 / (src.width * src.height),
                        quality_psnr, recon)
 
     def _at_quality(self, lm: LoadedModel, net, plan: _Plan, latents: list[torch.Tensor], quality: float,
-                    reconstruct: bool = True) -> Encoded:
-        """The image coded at one quality from its tiles' latents, tile by tile: one try of a search."""
+                    recipe: Effort | None = None, reconstruct: bool = True) -> Encoded:
+        """The image coded at one quality from its tiles' latents, tile by tile, as `recipe` (default:
+        the codec's effort) codes it: one try of a search."""
+        recipe = recipe or self.effort
         q_milli = int(round(quality * 1000))
         coded = []
         for t, lat in enumerate(latents):
-            pixels = self._pixels([plan.tile(t)]) if self.refine else None
-            coded += self._code_latents(lm, net, lat, q_milli, pixels, [plan.size(t)], reconstruct)
+            pixels = self._pixels([plan.tile(t)]) if recipe.refine_steps else None
+            coded += self._code_latents(lm, net, lat, q_milli, pixels, [plan.tile(t)], recipe, reconstruct)
         return self._pack(lm, q_milli, plan, coded)
 
     def _search(self, lm: LoadedModel, net, plan: _Plan, latents: list[torch.Tensor], *,
                 target_psnr: float | None, target_bpp: float | None) -> Encoded:
-        """The image at the quality that meets its target, by bisection over its latents."""
-        attempt = partial(self._at_quality, lm, net, plan, latents)
+        """The image at the quality that meets its target, measured on the file the effort makes: by
+        bisection over its latents, each try coded as the effort codes it. With refinement, whose tries
+        cost many encodes, the bisection runs without it and a few refined tries around its answer
+        settle the quality (refinement moves the file along the quality axis only a little)."""
         if target_psnr is not None:
-            return _bisect(attempt, lambda e: e.psnr >= target_psnr, want_low=True)
-        # bpp needs no reconstruction while searching; the final choice gets one.
-        found = _bisect(partial(attempt, reconstruct=False), lambda e: e.bpp <= target_bpp, want_low=False)
-        final = attempt(found.quality)
-        final.target_met = found.target_met
-        return final
+            ok, want_low = (lambda e: e.psnr >= target_psnr), True
+        else:
+            ok, want_low = (lambda e: e.bpp <= target_bpp), False
+        unrefined = replace(self.effort, refine_steps=0)
+        # bpp needs no reconstruction while searching (unless post-filters' bytes count); the final choice gets one.
+        coarse = _bisect(partial(self._at_quality, lm, net, plan, latents, recipe=unrefined, reconstruct=want_low),
+                         ok, want_low)
+        if not self.effort.refine_steps:
+            if coarse.reconstruction is not None:
+                return coarse
+            final = self._at_quality(lm, net, plan, latents, coarse.quality)
+            final.target_met = coarse.target_met
+            return final
+        return _settle(partial(self._at_quality, lm, net, plan, latents), ok, want_low, coarse.quality)
 
     # -- decoding ---------------------------------------------------------------------------
     def decode(self, data: bytes | memoryview) -> Decoded:
@@ -354,12 +383,15 @@ class Codec:
         lm, net = self._model(header.model_id)
         colour = _checked_header(header, lm)
         tiles = list(_tiles(header.height, header.width, header.tile))
-        if len(sections) != _META_SECTIONS + len(tiles):
+        meta = _META_SECTIONS + (header.version == container.ADAPTED_VERSION)
+        if len(sections) != meta + len(tiles):
             raise TNGError(f"corrupt file: {len(sections)} sections for {len(tiles)} tiles")
+        filters = unpack_section(sections[_META_SECTIONS], len(tiles)) if meta > _META_SECTIONS else [None] * len(tiles)
         alpha = _alpha_from_png(bytes(sections[2]), header.width, header.height, colour)
         rgb = np.empty((header.height, header.width, 3), np.uint8)
-        for (y, x, h, w), stream in zip(tiles, sections[_META_SECTIONS:]):
-            rgb[y : y + h, x : x + w] = self._decode_tile(lm, net, bytes(stream), h, w, header.quality_milli)
+        for (y, x, h, w), stream, post in zip(tiles, sections[meta:], filters):
+            pixels = self._decode_tile(lm, net, bytes(stream), h, w, header.quality_milli)
+            rgb[y : y + h, x : x + w] = post.apply(pixels, self.device) if post else pixels
         exif, icc = bytes(sections[0]) or None, bytes(sections[1]) or None
         return Decoded(header, rgb, alpha, exif, icc)
 
@@ -433,7 +465,51 @@ class _TileTables:
         return mean, self.net.y_prior.table_index(idx.numpy()[0])
 
 
-def _bisect(attempt, ok, want_low: bool, steps: int = 8) -> Encoded:
+def _lambda(lm: LoadedModel, quality: float) -> float:
+    """λ of a quality: the weight of distortion against bits in the loss its gains were trained for."""
+    return lambda_at(torch.tensor([quality]), lm.lambdas).item()
+
+
+def _settle(attempt: Callable[[float], Encoded], ok: Callable[[Encoded], bool], want_low: bool, start: float,
+            step: float = 0.25, walk: int = 4, halvings: int = 2) -> Encoded:
+    """The best ok quality near `start` (the lowest for want_low, else the highest): up to `walk` steps
+    of `step` from start, onward while ok or back while not, until the answer changes, then `halvings`
+    bisections of the last step: at most walk + halvings + 1 tries. Returns the best ok try, or the
+    closest miss flagged target_met=False."""
+    onward = -step if want_low else step  # where better ok qualities lie
+    clamp = lambda q: min(max(q, MIN_QUALITY), MAX_QUALITY)  # noqa: E731
+    first = attempt(clamp(start))
+    good, bad = (first, None) if ok(first) else (None, first)
+    direction = onward if good else -onward
+    for _ in range(walk):
+        last = good if direction == onward else bad
+        q = clamp(last.quality + direction)
+        if q == last.quality:  # the end of the range
+            break
+        e = attempt(q)
+        if ok(e):
+            good = e
+            if direction != onward:  # missed until here: crossed
+                break
+        else:
+            bad = e
+            if direction == onward:  # met until here: crossed
+                break
+    if good is None:
+        bad.target_met = False
+        return bad
+    if bad is not None and abs(good.quality - bad.quality) <= step + 1e-9:  # crossed within one step: refine it
+        for _ in range(halvings):
+            e = attempt((good.quality + bad.quality) / 2)
+            if ok(e):
+                good = e
+            else:
+                bad = e
+    return good
+
+
+def _bisect(attempt: Callable[[float], Encoded], ok: Callable[[Encoded], bool], want_low: bool,
+            steps: int = 8) -> Encoded:
     """Bisection over quality. want_low: the lowest quality that is ok (PSNR target);
     otherwise the highest quality that is ok (bpp target). Quality is assumed monotone."""
     lo, hi = MIN_QUALITY, MAX_QUALITY

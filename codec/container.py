@@ -3,7 +3,7 @@
 Layout (integers little-endian; varint = unsigned LEB128, at most 5 bytes):
 
     magic        4   b"\\x89TNG"
-    version      1   FORMAT_VERSION
+    version      1   1, or 2 when the payload holds an adaptation section (below)
     model id     2   which weights coded it (codec.registry)
     digest       4   first 4 bytes of the sha256 of those weights
     width        varint  >= 1
@@ -16,6 +16,13 @@ Layout (integers little-endian; varint = unsigned LEB128, at most 5 bytes):
     header crc   4   CRC-32 of every byte above
     payload      the sections, concatenated
     payload crc  4   CRC-32 of the payload
+
+Payload sections, in order (codec/coder.py): exif, icc profile, alpha, then in version 2 the
+adaptation section (per-tile decoder adaptations the encoder fitted: codec/postfilter.py; it starts
+with its own version byte), then one section per tile. A version-1 decoder refuses version-2 files
+by their version byte; every version-1 file is also read as it always was. The default effort
+(codec/effort.py, level 1) fits a post-filter, so it writes version 2 wherever one pays (almost every
+image); effort 0 writes version 1.
 
 `unpack` checks everything it can before the caller allocates anything: magic, version, sizes
 against the pixel limit, the header checksum, that the section lengths add up to the bytes present,
@@ -31,7 +38,9 @@ from .errors import TNGError
 from .varint import Reader, uvarint
 
 MAGIC = b"\x89TNG"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # files without an adaptation section
+ADAPTED_VERSION = 2  # files with one
+VERSIONS = (FORMAT_VERSION, ADAPTED_VERSION)
 MAX_SECTIONS = 1 << 20
 _MODEL = struct.Struct("<H4s")  # model id, weights digest
 _MIDDLE = struct.Struct("<BBHH")  # colour, flags, quality×1000, tile
@@ -47,6 +56,7 @@ class Header:
     flags: int
     quality_milli: int
     tile: int
+    version: int = FORMAT_VERSION
 
     @property
     def quality(self) -> float:
@@ -59,7 +69,9 @@ def pack(header: Header, sections: list[bytes]) -> bytes:
         raise TNGError(f"image size {header.width}x{header.height} cannot be stored")
     if len(header.weights_digest) != 4:
         raise TNGError("weights digest must be 4 bytes")
-    head = bytearray(MAGIC + bytes([FORMAT_VERSION]) + _MODEL.pack(header.model_id, header.weights_digest))
+    if header.version not in VERSIONS:
+        raise TNGError(f"format version {header.version} cannot be written")
+    head = bytearray(MAGIC + bytes([header.version]) + _MODEL.pack(header.model_id, header.weights_digest))
     head += uvarint(header.width) + uvarint(header.height)
     head += _MIDDLE.pack(header.colour, header.flags, header.quality_milli, header.tile)
     head += uvarint(len(sections)) + b"".join(uvarint(len(s)) for s in sections)
@@ -78,8 +90,9 @@ def unpack(data: bytes | memoryview, max_pixels: int) -> tuple[Header, list[memo
         raise TNGError("not a TNG file (bad magic bytes)")
     r.take(len(MAGIC), "magic")
     version = r.take(1, "format version")[0]
-    if version != FORMAT_VERSION:
-        raise TNGError(f"unsupported TNG format version {version} (this decoder reads version {FORMAT_VERSION})")
+    if version not in VERSIONS:
+        raise TNGError(f"unsupported TNG format version {version} (this decoder reads versions "
+                       f"{', '.join(map(str, VERSIONS))})")
     model_id, digest = _MODEL.unpack(r.take(_MODEL.size, "header"))
     width, height = r.uvarint("width"), r.uvarint("height")
     colour, flags, quality_milli, tile = _MIDDLE.unpack(r.take(_MIDDLE.size, "header"))
@@ -108,7 +121,7 @@ def unpack(data: bytes | memoryview, max_pixels: int) -> tuple[Header, list[memo
     (pcrc,) = struct.unpack("<I", bytes(data[-4:]))
     if zlib.crc32(payload) != pcrc:
         raise TNGError("corrupt file: payload checksum mismatch")
-    header = Header(model_id, digest, width, height, colour, flags, quality_milli, tile)
+    header = Header(model_id, digest, width, height, colour, flags, quality_milli, tile, version)
     sections, pos = [], 0
     for n in lengths:
         sections.append(payload[pos : pos + n])

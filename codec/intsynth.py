@@ -269,7 +269,7 @@ class Int8Synthesis:
     @torch.no_grad()
     def __call__(self, residual: torch.Tensor, mean: torch.Tensor, q_milli: int, device: torch.device) -> torch.Tensor:
         """Pixels (B, 3, H, W) uint8 from tiles' integer residuals and means (B, M, h, w)."""
-        with torch.backends.cudnn.flags(enabled=False), _no_tf32():
+        with exact_fp32_convolutions():
             return self._run(residual, mean, q_milli, device)
 
     def _run(self, residual: torch.Tensor, mean: torch.Tensor, q_milli: int, device: torch.device) -> torch.Tensor:
@@ -365,17 +365,20 @@ def _float_conv(x: torch.Tensor, *, w: torch.Tensor, zero: int, pad: int) -> tor
     return F.conv2d(xf, w, None, 1, pad)
 
 
-class _no_tf32:
-    """fp32 convolutions and matmuls in full fp32 for a while, whatever the caller set: TF32 (CUDA)
-    or bf16/TF32 math in oneDNN would round the sums."""
+class exact_fp32_convolutions:
+    """fp32 convolutions and matmuls that sum exactly for a while, whatever the caller set: direct
+    algorithms only (cuDNN off: its Winograd and FFT algorithms round) and full fp32 (TF32 on CUDA, or
+    bf16/TF32 math in oneDNN, would round the sums). Integer sums below 2**24 then come out exact."""
 
     def __enter__(self):
+        self.cudnn = torch.backends.cudnn.flags(enabled=False)
+        self.cudnn.__enter__()
         self.saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-                      torch.backends.mkldnn.conv.fp32_precision)
+                      torch.backends.mkldnn.conv.fp32_precision, torch.backends.mkldnn.matmul.fp32_precision)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-        torch.backends.mkldnn.conv.fp32_precision = "ieee"
+        torch.backends.mkldnn.conv.fp32_precision = torch.backends.mkldnn.matmul.fp32_precision = "ieee"
 
     def __exit__(self, *exc):
         (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-         torch.backends.mkldnn.conv.fp32_precision) = self.saved
-
+         torch.backends.mkldnn.conv.fp32_precision, torch.backends.mkldnn.matmul.fp32_precision) = self.saved
+        self.cudnn.__exit__(*exc)

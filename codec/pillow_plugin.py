@@ -6,7 +6,7 @@
     im.save("photo.tng", quality=6)               # format from the extension, or format="TNG"
 
 Saving takes `quality` (1–8, fractions allowed; default 4), `model_id` (default: the shipped
-default model), `refine` (steps of `--refine`) and `exif` / `icc_profile` (default: the image's
+default model), `effort` (0–9, as `--effort`; default that of `tng encode`) and `exif` / `icc_profile` (default: the image's
 own). The pixels are decoded by `Codec.decode`, so they are the same bit for bit as `tng decode`
 gives; Pillow's own decompression-bomb limit (Image.MAX_IMAGE_PIXELS) applies on open.
 """
@@ -26,12 +26,13 @@ _NO_LIMIT = 1 << 62  # sizes are Pillow's to police here (Image.MAX_IMAGE_PIXELS
 
 
 @cache
-def _codec(model_id: int | None = None, refine: int = 0):
+def _codec(model_id: int | None = None, effort: int | None = None):
     from .coder import Codec
+    from .effort import DEFAULT_EFFORT
     from .registry import DEFAULT_MODEL_ID
 
     return Codec(model_id=DEFAULT_MODEL_ID if model_id is None else model_id, device="cpu", max_pixels=_NO_LIMIT,
-                 refine=refine)
+                 effort=DEFAULT_EFFORT if effort is None else effort)
 
 
 def _accept(prefix: bytes) -> bool:
@@ -77,7 +78,8 @@ def _save(im: Image.Image, fp, filename) -> None:
     opts = im.encoderinfo
     try:
         src = from_pil(im, opts.get("exif"), opts.get("icc_profile"))
-        codec = _codec(opts.get("model_id"), int(opts.get("refine", 0)))
+        effort = opts.get("effort")
+        codec = _codec(opts.get("model_id"), None if effort is None else int(effort))
         data = codec.encode(src, quality=float(opts.get("quality", 4.0))).data
     except TNGError as e:
         raise OSError(f"cannot write TNG file: {e}") from None

@@ -165,6 +165,7 @@ def load_weights(path: str | os.PathLike) -> LoadedModel:
         synth = Int8Synthesis({k: v for k, v in tensors.items() if k.startswith("s8.")}, net.log_inv_gain)
     else:
         synth = ExactSynthesis(net.g_s, net.log_inv_gain)
+    net.g_s.to(memory_format=torch.channels_last)  # refinement runs it channels-last too (refine.py)
     return LoadedModel(int(meta["model_id"]), meta.get("name", path.stem), hashlib.sha256(raw).digest()[:4], net,
                        hyper, meta, synth, context)
 

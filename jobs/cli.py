@@ -1,6 +1,6 @@
 """The `tng` command: one entry point, one subcommand per job.
 
-    tng encode IN OUT.tng [--quality Q | --target-psnr DB | --target-bpp B]
+    tng encode IN OUT.tng [--quality Q | --target-psnr DB | --target-bpp B] [--effort N]
     tng decode IN.tng OUT.png
     tng compress SRC DST [--incremental] [--workers N] ...   (Ray Data; see pipeline/compress_graph.py)
     tng decompress ARCHIVE OUT [--keys K ...] [--sample F]
@@ -37,11 +37,11 @@ def cmd_encode(a: argparse.Namespace) -> None:
     from tng.codec.images import write_atomically
 
     src = open_image(_read(a.input), max_pixels=a.max_pixels)
-    enc = Codec(model_id=a.model, tile=a.tile, max_pixels=a.max_pixels, refine=a.refine).encode(
+    enc = Codec(model_id=a.model, tile=a.tile, max_pixels=a.max_pixels, effort=a.effort).encode(
         src, quality=a.quality, target_psnr=a.target_psnr, target_bpp=a.target_bpp)
     write_atomically(a.output, enc.data)
     line = (f"{a.input} -> {a.output}: {enc.width}x{enc.height}, {len(enc.data):,} bytes, "
-            f"{enc.bpp:.3f} bpp, PSNR {enc.psnr:.2f} dB, quality {enc.quality:g}")
+            f"{enc.bpp:.3f} bpp, PSNR {enc.psnr:.2f} dB, quality {enc.quality:g}, effort {a.effort}")
     if a.target_psnr is not None or a.target_bpp is not None:
         what = f"PSNR {a.target_psnr:g} dB" if a.target_psnr is not None else f"{a.target_bpp:g} bpp"
         line += f" (target {what} {'met' if enc.target_met else 'not reachable; closest quality used'})"
@@ -108,23 +108,23 @@ def _quality(s: str) -> float:
 
 
 def parser() -> argparse.ArgumentParser:
-    from tng.jobs.common import ray_parent, refine_parent, storage_options_parent
+    from tng.jobs.common import effort_parent, ray_parent, storage_options_parent
 
     p = argparse.ArgumentParser(prog="tng", description="TNG learned image compression")
     sub = p.add_subparsers(dest="command", required=True)
-    refine = refine_parent()
-    _add_image_commands(sub, refine)
-    _add_archive_jobs(sub, storage=storage_options_parent(), on_ray=ray_parent(), refine=refine)
+    effort = effort_parent()
+    _add_image_commands(sub, effort)
+    _add_archive_jobs(sub, storage=storage_options_parent(), on_ray=ray_parent(), effort=effort)
     _add_model_commands(sub)
     return p
 
 
-def _add_image_commands(sub, refine: argparse.ArgumentParser) -> None:
+def _add_image_commands(sub, effort: argparse.ArgumentParser) -> None:
     """encode and decode: one file, in this process."""
     from tng.codec.images import DEFAULT_MAX_PIXELS
     from tng.codec.registry import DEFAULT_MODEL_ID
 
-    e = sub.add_parser("encode", help="compress an image to a .tng file", parents=[refine])
+    e = sub.add_parser("encode", help="compress an image to a .tng file", parents=[effort])
     e.add_argument("input")
     e.add_argument("output")
     g = e.add_mutually_exclusive_group()
@@ -144,19 +144,19 @@ def _add_image_commands(sub, refine: argparse.ArgumentParser) -> None:
 
 
 def _add_archive_jobs(sub, *, storage: argparse.ArgumentParser, on_ray: argparse.ArgumentParser,
-                      refine: argparse.ArgumentParser) -> None:
+                      effort: argparse.ArgumentParser) -> None:
     """The jobs on an archive: (name, help, the shared options they take, their own, their entry point,
     which returns the exit status)."""
     from tng.jobs import compact, compress, decompress, report
 
     for name, text, parents, add, fn in [
-        ("compress", "compress a folder or bucket of images into Parquet shards (Ray Data)", [on_ray, refine, storage],
+        ("compress", "compress a folder or bucket of images into Parquet shards (Ray Data)", [on_ray, effort, storage],
          compress.add_arguments, compress.main),
         ("decompress", "decode archive rows back to image files (Ray Data)", [on_ray, storage],
          decompress.add_decompress_arguments, decompress.decompress),
         ("audit", "decode archive rows and verify them; exit 1 on any mismatch", [on_ray, storage],
          decompress.add_audit_arguments, decompress.audit),
-        ("report", "rate–distortion report of an archive: report.html, report.md, summary.json", [on_ray, refine, storage],
+        ("report", "rate–distortion report of an archive: report.html, report.md, summary.json", [on_ray, effort, storage],
          report.add_report_arguments, report.report),
         ("info", "an archive's headline figures", [storage], report.add_info_arguments, report.info),
         ("compact", "rewrite an archive's shards as few, keeping each key's current row", [storage],

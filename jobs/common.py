@@ -4,7 +4,7 @@
     parse_storage_options     --storage-option KEY=VALUE items -> fsspec keyword arguments
     storage_options_parent()  argparse parents: --storage-option
     ray_parent()              --address, --workers (the codec actors)
-    refine_parent()           --refine (encode, compress, the RD study of report)
+    effort_parent()           --effort (encode, compress, the RD study of report)
 
 Each job module declares its own arguments (`add_arguments`-style functions) and takes these as
 argparse parents in jobs/cli.py, so that one option is declared once and reads the same in every
@@ -17,7 +17,7 @@ import json
 
 from tng.pipeline.run import RunError
 
-__all__ = ["RunError", "parse_storage_options", "ray_parent", "refine_parent", "storage_options_parent"]
+__all__ = ["RunError", "effort_parent", "parse_storage_options", "ray_parent", "storage_options_parent"]
 
 
 def parse_storage_options(items: list[str] | None) -> dict:
@@ -46,17 +46,22 @@ def ray_parent() -> argparse.ArgumentParser:
     return p
 
 
-def _steps(s: str) -> int:
-    if not s.isdigit():
-        raise argparse.ArgumentTypeError(f"steps must be a whole number 0 or more, got {s}")
+def _effort(s: str) -> int:
+    from tng.codec.effort import MAX_EFFORT
+
+    if not s.isdigit() or int(s) > MAX_EFFORT:
+        raise argparse.ArgumentTypeError(f"effort must be a whole number from 0 to {MAX_EFFORT}, got {s}")
     return int(s)
 
 
-def refine_parent() -> argparse.ArgumentParser:
-    """--refine (codec/refine.py)."""
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--refine", type=_steps, default=0, metavar="STEPS",
-                   help="fit each image's latents to it for STEPS steps before coding: smaller files at equal "
-                        "quality, each step one pass of the decoder and its gradient (much slower on CPU; "
-                        "BENCHMARKS.md measures both); default 0")
+def effort_parent() -> argparse.ArgumentParser:
+    """--effort (codec/effort.py): its help lists every level's recipe and cost."""
+    from tng.codec.effort import DEFAULT_EFFORT, LEVELS
+
+    p = argparse.ArgumentParser(add_help=False, formatter_class=argparse.RawDescriptionHelpFormatter)
+    levels = "; ".join(f"{e.level}: {e.describe()}, {e.cost}" for e in LEVELS)
+    p.add_argument("--effort", "-e", type=_effort, default=DEFAULT_EFFORT, metavar="N",
+                   help=f"encoder effort, 0-{len(LEVELS) - 1}: smaller files at equal quality for more encode time, "
+                        f"decoded as fast at every level (measured on 2 cores: BENCHMARKS.md). {levels}. "
+                        f"Default {DEFAULT_EFFORT}")
     return p

@@ -9,17 +9,19 @@ import json
 
 import numpy as np
 
+from tng.codec.effort import DEFAULT_EFFORT
+
 
 class SweepActor:
     def __init__(self, model_id: int, threads: int, baselines: tuple[str, ...], storage_options: dict,
-                 max_pixels: int, refine: int = 0):
+                 max_pixels: int, effort: int = DEFAULT_EFFORT):
         import torch
 
         from tng.codec import Codec
         from tng.evaluation.measure import baseline_encoders
 
         torch.set_num_threads(threads)
-        self.codec = Codec(model_id=model_id, device="cpu", refine=refine)
+        self.codec = Codec(model_id=model_id, device="cpu", effort=effort)
         self.encoders = baseline_encoders(threads, baselines)
         self.opts, self.max_pixels = storage_options, max_pixels
 
@@ -41,7 +43,8 @@ class SweepActor:
 
 
 def sweep_sources(items: list[dict], *, model_id: int, baselines: tuple[str, ...], workers: int,
-                  storage_options: dict, max_pixels: int, address: str | None, refine: int = 0) -> list[dict]:
+                  storage_options: dict, max_pixels: int, address: str | None,
+                  effort: int = DEFAULT_EFFORT) -> list[dict]:
     """Run SweepActor over items ({key, uri}); results in the order of items, points decoded."""
     import ray
 
@@ -53,7 +56,7 @@ def sweep_sources(items: list[dict], *, model_id: int, baselines: tuple[str, ...
     ds = ray.data.from_items(items, override_num_blocks=len(items)).map(
         SweepActor, fn_constructor_kwargs={"model_id": model_id, "threads": pool.threads, "baselines": baselines,
                                            "storage_options": storage_options, "max_pixels": max_pixels,
-                                           "refine": refine},
+                                           "effort": effort},
         **pool.map_args())
     by_key = {r["key"]: r for r in ds.iter_rows()}
     results = []

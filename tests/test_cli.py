@@ -30,10 +30,22 @@ def test_encode_decode_files(tmp_path):
         assert r.returncode == 0, r.stderr
         with Image.open(tmp_path / f"cat.{ext}") as im:
             assert im.size == (451, 300) and im.mode == "RGB"
-    r = tng("encode", src, tmp_path / "refined.tng", "--quality", "3.5", "--refine", "10")
-    assert r.returncode == 0, r.stderr
-    assert (tmp_path / "refined.tng").stat().st_size < (tmp_path / "cat.tng").stat().st_size
+    r = tng("encode", src, tmp_path / "plain.tng", "--quality", "3.5", "--effort", "0")
+    assert r.returncode == 0 and "effort 0" in r.stdout, r.stderr
+    r = tng("encode", src, tmp_path / "refined.tng", "--quality", "3.5", "-e", "4")
+    assert r.returncode == 0 and "effort 4" in r.stdout, r.stderr
+    assert (tmp_path / "refined.tng").stat().st_size < (tmp_path / "plain.tng").stat().st_size
     assert tng("decode", tmp_path / "refined.tng", tmp_path / "refined.png").returncode == 0
+
+
+def test_effort_levels_are_explained_and_checked(tmp_path):
+    from tng.codec.effort import LEVELS
+
+    r = tng("encode", "--help")
+    text = " ".join(r.stdout.split())
+    assert r.returncode == 0 and all(f"{e.level}: {e.describe()}" in text for e in LEVELS)
+    r = tng("encode", SAMPLES / "chelsea.png", tmp_path / "x.tng", "--effort", "10")
+    assert r.returncode == 2 and "effort must be a whole number from 0 to 9, got 10" in r.stderr
 
 
 def test_target_psnr_reports_what_it_achieved(tmp_path):

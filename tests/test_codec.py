@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageCms
 
-from tng.codec import Codec, Colour, Flag, TNGError, open_image, psnr
+from tng.codec import Codec, Colour, Flag, TNGError, container, open_image, psnr
 from tng.codec.intnet import ACT_BITS, ACT_MAX, WEIGHT_BITS, HyperSynthesis
 from tng.codec.registry import DEFAULT_MODEL_ID, available_models, load_model
 from conftest import allocation_peak, bomb_stream, sample_rgb
@@ -185,7 +185,7 @@ def test_synthesis_is_exact_integer_arithmetic(codec, small_photo, model_id):
     pixels = codec._pixels([small_photo])
     y = codec._analyse(lm.net, pixels[0])
     for q in (1.0, 4.25, 8.0):
-        _, residual, mean = codec._code(lm, lm.net, y, q, pixels)
+        _, residual, mean = codec._code(lm, lm.net, y, q)
         pixels = lm.synth(residual, mean, int(q * 1000), torch.device("cpu"))[0]
         assert torch.equal(pixels, _synthesis_by_halves(lm.synth, residual, mean, int(q * 1000)))
     # The exact inverse gains are the float model's, to fixed-point precision.
@@ -215,7 +215,7 @@ def test_synthesis_in_bands_gives_the_same_pixels(monkeypatch, codec, small_phot
 
     lm = load_model(LATEST_EXACT)
     pixels = codec._pixels([small_photo])
-    _, residual, mean = codec._code(lm, lm.net, codec._analyse(lm.net, pixels[0]), 3.0, pixels)
+    _, residual, mean = codec._code(lm, lm.net, codec._analyse(lm.net, pixels[0]), 3.0)
     whole = lm.synth(residual, mean, 3000, torch.device("cpu"))
     monkeypatch.setattr(es, "STRIPE_VALUES", 2**14)
     assert torch.equal(lm.synth(residual, mean, 3000, torch.device("cpu")), whole)
@@ -229,20 +229,35 @@ def _rd_loss(enc, q: float) -> float:
     return lambda_at(torch.tensor([q])).item() * 255**2 * mse01 + enc.bpp
 
 
-def test_refinement_lowers_the_rd_loss_and_decodes_with_any_codec(codec, small_photo):
-    refined = Codec(device="cpu", refine=20)
+def test_effort_lowers_the_rd_loss_and_decodes_with_any_codec(codec, small_photo):
+    plain, refined = Codec(device="cpu", effort=0), Codec(device="cpu", effort=5)
     for q in (2.0, 6.0):
-        base, enc = codec.encode(small_photo, q), refined.encode(small_photo, q)
-        assert _rd_loss(enc, q) < 0.98 * _rd_loss(base, q), q  # measured: -8.5 % at q2, -4.1 % at q6
+        base, enc = plain.encode(small_photo, q), refined.encode(small_photo, q)
+        assert _rd_loss(enc, q) < 0.97 * _rd_loss(base, q), q
         assert enc.bpp < base.bpp
-        dec = codec.decode(enc.data)  # a plain decoder: the format is unchanged
+        dec = codec.decode(enc.data)  # the one decoder reads every level's files
         assert np.array_equal(dec.rgb, enc.reconstruction) and dec.header.quality == q
         assert refined.encode(small_photo, q).data == enc.data  # seeded: the same file every time
-    # A search refines every quality it tries, so its target holds for the refined file.
-    enc = refined.encode(small_photo, target_psnr=30.0)
+    cup = np.ascontiguousarray(sample_rgb("coffee.png")[:128, :192])  # a photo where a post-filter pays
+    for level in (1, 2):  # the post-filter alone, without refinement
+        enc = Codec(device="cpu", effort=level).encode(cup, 5.0)
+        assert enc.data[4] == container.ADAPTED_VERSION and _rd_loss(enc, 5.0) < _rd_loss(plain.encode(cup, 5.0), 5.0)
+    with pytest.raises(TNGError, match="effort must be a whole number from 0 to 9"):
+        Codec(device="cpu", effort=10)
+
+
+@pytest.mark.parametrize("effort", [1, 4])
+def test_targets_hold_for_the_file_the_effort_makes(small_photo, effort):
+    """A search measures each try as the effort codes it (post-filter and refinement included)."""
+    codec = Codec(device="cpu", effort=effort)
+    enc = codec.encode(small_photo, target_psnr=30.0)
     assert enc.target_met and enc.psnr >= 30.0 and psnr(small_photo, codec.decode(enc.data).rgb) == enc.psnr
-    with pytest.raises(TNGError, match="refine"):
-        Codec(device="cpu", refine=-1)
+    # What was measured is the file the effort makes at the quality found, not a plain encode of it.
+    assert codec.encode(small_photo, enc.quality).data == enc.data
+    enc = codec.encode(small_photo, target_bpp=0.6)
+    assert enc.target_met and enc.bpp <= 0.6
+    assert np.array_equal(codec.decode(enc.data).rgb, enc.reconstruction)
+    assert enc.quality >= Codec(device="cpu", effort=0).encode(small_photo, target_bpp=0.6).quality - 0.25
 
 
 def test_target_psnr_and_bpp(codec, small_photo):
@@ -342,3 +357,26 @@ def test_encode_batch_isolates_a_failing_image(monkeypatch):
         assert np.array_equal(codec.decode(out[k].data).rgb, out[k].reconstruction)
     with pytest.raises(TNGError, match="out of memory"):
         codec.encode(images[1], quality=2)
+
+
+def test_settling_a_refined_quality_walks_then_bisects_and_stays_bounded():
+    """coder._settle on a fake file whose PSNR is its quality × 4 dB: from a start that misses (or meets)
+    the target it walks back (onward) a step at a time, bisects the crossing, and gives up flagged after
+    `walk` steps when nothing within reach is ok."""
+    from tng.codec.coder import Encoded, _settle
+
+    tries = []
+
+    def attempt(q: float) -> Encoded:
+        tries.append(q)
+        return Encoded(b"", q, 1, 1, q, 4 * q, np.zeros((1, 1, 3), np.uint8))
+
+    for start in (4.0, 5.5):  # misses 20 dB, then meets it
+        tries.clear()
+        e = _settle(attempt, lambda e: e.psnr >= 20.0, True, start)
+        assert e.target_met and e.quality == 5.0 and len(tries) <= 1 + 4 + 2
+    tries.clear()
+    e = _settle(attempt, lambda e: e.psnr >= 100.0, True, 4.0)  # 25 and beyond: nothing reaches it
+    assert not e.target_met and e.quality == 5.0 and tries == [4.0, 4.25, 4.5, 4.75, 5.0]
+    e = _settle(attempt, lambda e: e.psnr >= 1.0, True, 1.5)  # everything meets it: the range's end
+    assert e.target_met and e.quality == 1.0

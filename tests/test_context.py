@@ -129,7 +129,7 @@ def test_a_new_context_codes_as_its_base_did(tmp_path, photo):
 
 
 def test_refined_context_streams_decode(ctx_model, small_photo):
-    enc = Codec(device="cpu", model=ctx_model, refine=3).encode(small_photo, quality=4)
+    enc = Codec(device="cpu", model=ctx_model, effort=3).encode(small_photo, quality=4)
     assert np.array_equal(Codec(device="cpu", model=ctx_model).decode(enc.data).rgb, enc.reconstruction)
 
 

@@ -146,3 +146,20 @@ def test_context_model_golden_file_decodes_unchanged(name, context_model_path, m
     image = dec.image
     assert list(image.size) == want["size"] and image.mode == want["mode"]
     assert hashlib.sha256(np.asarray(image).tobytes()).hexdigest() == want["pixels_sha256"]
+
+
+def test_golden_files_cover_the_adaptation_section():
+    """Version-2 files (post-filters) of the default model, with every filter size the format has and
+    tiles without one beside tiles with one."""
+    from tng.codec import container
+    from tng.codec.postfilter import KERNELS, unpack_section
+    from tng.codec.registry import DEFAULT_MODEL_ID
+
+    sizes = set()
+    for name in EXPECTED:
+        if not name.startswith(f"m{DEFAULT_MODEL_ID}-"):
+            continue
+        header, sections = container.unpack((GOLDEN / name).read_bytes(), 10**9)
+        if header.version == container.ADAPTED_VERSION:
+            sizes |= {f.size if f else None for f in unpack_section(sections[3], len(sections) - 4)}
+    assert sizes >= set(KERNELS) | {None}

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from conftest import SAMPLES
+from tng.codec.effort import DEFAULT_EFFORT
 from tng.codec.registry import DEFAULT_MODEL_ID
 from tng.jobs.cli import main
 
@@ -70,7 +71,7 @@ def test_compress_every_file_is_one_row(ray_local, src, tmp_path, capsys):
     assert cat["width"] == 451 and cat["model_id"] == DEFAULT_MODEL_ID and cat["psnr"] > 20 and 0 < cat["ms_ssim"] <= 1
     manifest = json.loads(next((out / "runs").glob("*.json")).read_text())
     assert (manifest["listed"], manifest["ok"], manifest["errors"], manifest["codec_source"]) == (7, 4, 3, 1)
-    assert manifest["settings"]["quality"] == 8 and manifest["settings"]["refine"] == 0
+    assert manifest["settings"]["quality"] == 8 and manifest["settings"]["effort"] == DEFAULT_EFFORT
     assert manifest["bytes_out"] < manifest["bytes_in"] and "savings" in text
 
 
@@ -171,8 +172,8 @@ def test_more_workers_than_cores_do_not_starve_the_tasks(ray_local, src, tmp_pat
 
 def test_decompress_and_audit(ray_local, src, tmp_path, capsys):
     archive = tmp_path / "archive"
-    assert main(["compress", str(src), str(archive), "--workers", "1", "--quality", "8", "--refine", "3"]) == 0
-    assert json.loads(next((archive / "runs").glob("*.json")).read_text())["settings"]["refine"] == 3
+    assert main(["compress", str(src), str(archive), "--workers", "1", "--quality", "8", "--effort", "3"]) == 0
+    assert json.loads(next((archive / "runs").glob("*.json")).read_text())["settings"]["effort"] == 3
     out = tmp_path / "restored"
     assert main(["decompress", str(archive), str(out), "--workers", "1"]) == 0
     restored = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())

@@ -241,9 +241,9 @@ def test_report_of_an_archive_on_s3(archive, report, tmp_path, capsys):
     assert f"{report[1]['headline']['keys']} images" in capsys.readouterr().out
     out = tmp_path / "r"
     assert main(["report", "s3://reports/arch", str(out), "--source", "s3://reports/src", "--sample", "1",
-                 "--workers", "1", "--baselines", "jpeg", "--worst", "1", "--refine", "2"]) == 0
+                 "--workers", "1", "--baselines", "jpeg", "--worst", "1", "--effort", "2"]) == 0
     s = json.loads((out / "summary.json").read_text())
-    assert s["rd_study"]["refine"] == 2 and "refined 2 steps" in (out / "report.md").read_text()
+    assert s["rd_study"]["effort"] == 2 and "effort 2" in (out / "report.md").read_text()
     for k in ("keys", "ok", "errors", "bytes_in", "bytes_out", "mean_psnr"):
         assert s["headline"][k] == report[1]["headline"][k], k
     assert len(s["rd_study"]["images"]) == 1 and s["rd_study"]["bd"][0]["anchor"] == "JPEG"

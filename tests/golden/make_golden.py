@@ -26,6 +26,8 @@ from tng.codec import Codec, open_image  # noqa: E402
 def cases() -> dict[str, tuple[bytes, dict]]:
     with Image.open(HERE.parents[1] / "samples/chelsea.png") as im:
         cat = np.asarray(im.convert("RGB"))
+    with Image.open(HERE.parents[1] / "samples/coffee.png") as im:
+        coffee = np.asarray(im.convert("RGB"))
     crop = cat[60:188, 120:312]  # 192x128
     alpha = np.tile(np.linspace(0, 255, 192).astype(np.uint8), (128, 1))
 
@@ -64,7 +66,30 @@ def cases() -> dict[str, tuple[bytes, dict]]:
         "gray-q5": (png(crop[:, :, 1], "L"), {"quality": 5}),
         "odd-tiled-q3": (png(np.ascontiguousarray(cat[:97, :131]), "RGB"), {"quality": 3, "tile": 64}),
         "one-pixel-q8": (png(cat[:1, :1], "RGB"), {"quality": 8}),
+        # Format version 2: post-filters in the adaptation section, as the encoder chose them (on some
+        # tiles of a tiled image), and a 5×5 and a 3×3 one written by hand (every size the format has).
+        "postfilter-q5": (png(np.ascontiguousarray(coffee[:128, :192]), "RGB"), {"quality": 5, "effort": 2}),
+        "postfilter-tiled-q5": (png(np.ascontiguousarray(coffee[:200, :260]), "RGB"),
+                                {"quality": 5, "tile": 64, "effort": 2}),
+        "postfilter-5x5-q4": (png(crop, "RGB"), {"quality": 4, "filters": (5,)}),
+        "postfilter-3x3-tiled-q3": (png(np.ascontiguousarray(cat[:97, :131]), "RGB"),
+                                    {"quality": 3, "tile": 64, "filters": (3, None, 1, 3, 5, None)}),
     }
+
+
+def with_filters(data: bytes, sizes: tuple) -> bytes:
+    """A version-2 file: `data` (version 1) with post-filters of these sizes (None: none) on its tiles,
+    their weights drawn from a fixed seed: what a decoder must apply, whoever chose them."""
+    from tng.codec import container
+    from tng.codec.postfilter import PostFilter, pack_section
+
+    rng = np.random.default_rng(sum(k or 0 for k in sizes))
+    filters = [PostFilter(rng.integers(-40, 41, (3, 3, k, k)), rng.integers(-60, 61, 3), 9) if k else None
+               for k in sizes]
+    header, sections = container.unpack(data, 10**9)
+    sections = [bytes(s) for s in sections]
+    header = container.Header(**{**header.__dict__, "version": container.ADAPTED_VERSION})
+    return container.pack(header, sections[:3] + [pack_section(filters)] + sections[3:])
 
 
 def main(model_id: int) -> None:
@@ -73,20 +98,24 @@ def main(model_id: int) -> None:
         fname = f"m{model_id}-{name}.tng"
         if fname in expected:
             continue  # golden files are never regenerated: only cases added since are written
-        codec = Codec(model_id=model_id, device="cpu", tile=opts.get("tile", 1024))
+        codec = Codec(model_id=model_id, device="cpu", tile=opts.get("tile", 1024), effort=opts.get("effort", 0))
         enc = codec.encode(open_image(src), quality=opts["quality"])
-        dec = codec.decode(enc.data)
-        assert np.array_equal(dec.rgb, enc.reconstruction)
-        (HERE / fname).write_bytes(enc.data)
+        data = with_filters(enc.data, opts["filters"]) if "filters" in opts else enc.data
+        dec = codec.decode(data)
+        if "filters" not in opts:
+            assert np.array_equal(dec.rgb, enc.reconstruction)
+        want = 2 if "effort" in opts or "filters" in opts else 1
+        assert dec.header.version == want, f"{fname}: the case no longer makes a version-{want} file"
+        (HERE / fname).write_bytes(data)
         expected[fname] = {
             "size": list(dec.image.size), "mode": dec.image.mode,
             "pixels_sha256": hashlib.sha256(np.asarray(dec.image).tobytes()).hexdigest(),
-            "file_sha256": hashlib.sha256(enc.data).hexdigest(),
+            "file_sha256": hashlib.sha256(data).hexdigest(),
             "flags": dec.header.flags,
             "exif_sha256": hashlib.sha256(dec.exif).hexdigest() if dec.exif else None,
             "icc_sha256": hashlib.sha256(dec.icc_profile).hexdigest() if dec.icc_profile else None,
         }
-        print(fname, len(enc.data), "bytes", f"{enc.psnr:.2f} dB")
+        print(fname, len(data), "bytes", f"version {dec.header.version}")
     (HERE / "expected.json").write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
 
 
