@@ -114,7 +114,7 @@ def main(argv=None) -> None:
     paths = sorted(p for p in args.folder.rglob("*") if p.suffix.lower() in SUFFIXES)[: args.limit]
     if not paths:
         sys.exit(f"no images under {args.folder}")
-    codec = Codec(model_id=DEFAULT_MODEL_ID, device="cpu")
+    codec = Codec(model_id=DEFAULT_MODEL_ID, device="cpu", effort=0)
     files = []
     for i, path in enumerate(paths):
         q = qualities[i % len(qualities)]

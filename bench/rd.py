@@ -108,7 +108,7 @@ def environment(args, n_images: int, megapixels: float) -> dict:
         "machine": f"{platform.node()}: {cpu}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}",
         "command": shlex.join([sys.executable, *sys.argv]),
         "tng_model_path": os.environ.get("TNG_MODEL_PATH"),
-        "threads": args.threads, "tng_refine_steps": args.refine,
+        "threads": args.threads, "tng_effort": args.effort,
         "baselines_from": str(args.baselines_from) if args.baselines_from else None,
         "images": n_images, "megapixels": megapixels, "folder": str(args.folder),
         "tng_model": f"id {lm.model_id} '{lm.name}', weights digest {lm.digest.hex()}",
@@ -210,7 +210,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                                    "(JPEG XL is swept over evaluation.measure.JXL_DISTANCES)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads and AVIF encoder threads")
     ap.add_argument("--model-id", type=int, default=DEFAULT_MODEL_ID, help="TNG model id")
-    ap.add_argument("--refine", type=int, default=0, help="TNG encoder refinement steps per image (tng encode --refine)")
+    ap.add_argument("--effort", type=int, default=0, help="TNG's effort level (tng encode --effort; default 0, the plain encode)")
     ap.add_argument("--baselines-from", type=Path, help="an earlier rd.json: reuse its JPEG/WebP/AVIF/JPEG XL points "
                                                         "of the same images (same settings), measure TNG only")
     return ap.parse_args(argv)
@@ -233,7 +233,7 @@ def main(argv=None) -> None:
         print("note: Pillow has no AVIF support (features.check('avif') is False); AVIF skipped")
     if "JPEG XL" not in encoders:
         print("note: imagecodecs with libjxl is not installed; JPEG XL skipped")
-    codec = Codec(model_id=args.model_id, device="cpu", refine=args.refine)
+    codec = Codec(model_id=args.model_id, device="cpu", effort=args.effort)
     print(f"{len(paths)} images; TNG qualities {tng_q}; Pillow qualities {pil_q}; {', '.join(encoders)}")
 
     earlier = earlier_baselines(args.baselines_from, encoders, pil_q) if args.baselines_from else None

@@ -137,11 +137,12 @@ def restore(jxl: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class Stored:
-    """What an archive keeps for one JPEG: the codec name, the bytes, and why (when not the choice made)."""
+    """What an archive keeps of a file without loss: the codec name, the bytes, and why (when not the choice made)."""
 
-    codec: str  # CODEC, or 'source' (the file as it is)
+    codec: str  # CODEC, or 'source' (the file as it is), or classic.LOSSLESS (a source's exact pixels)
     data: bytes
     note: str | None = None
+    pixels_sha256: str | None = None  # of the exact pixels a pixel form restores (None: a file form)
 
 
 def store_jpeg(jpeg: bytes, choice: str) -> Stored:

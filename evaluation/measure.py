@@ -13,8 +13,9 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, features
+from PIL import Image
 
+from tng.codec.classic import AVIF, JPEG_XL, unavailable
 from tng.codec.metrics import ms_ssim, psnr
 
 if TYPE_CHECKING:
@@ -46,24 +47,12 @@ def baseline_encoders(threads: int = 2, names: tuple[str, ...] = BASELINES) -> d
         "JPEG": {"format": "JPEG", "subsampling": 2, "optimize": True},
         "WebP": {"format": "WEBP", "method": 4},
     }
-    if features.check("avif"):
-        avif = {"format": "AVIF", "speed": 6, "max_threads": threads, "subsampling": "4:4:4"}
-        try:
-            Image.new("RGB", (16, 16)).save(io.BytesIO(), quality=50, **avif)
-        except (TypeError, ValueError):  # older plugins have no 4:4:4 option
-            del avif["subsampling"]
-        encoders["AVIF"] = avif
-    if _jxl_available():
-        encoders["JPEG XL"] = {"format": "JXL", "effort": 7, "numthreads": threads}
+    # AVIF and JPEG XL as an archive stores them (`tng compress --codec`): codec/classic.py
+    if not unavailable("avif"):
+        encoders["AVIF"] = {"format": "AVIF", **AVIF.OPTIONS, "max_threads": threads}
+    if not unavailable("jxl"):
+        encoders["JPEG XL"] = {"format": "JXL", **JPEG_XL.OPTIONS, "numthreads": threads}
     return {n: a for n, a in encoders.items() if n in names}
-
-
-def _jxl_available() -> bool:
-    try:
-        import imagecodecs
-    except ImportError:
-        return False
-    return bool(imagecodecs.JPEGXL.available)
 
 
 def baseline_settings(args: dict, pil_q: Sequence[int] = PIL_QUALITIES) -> tuple:

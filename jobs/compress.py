@@ -11,17 +11,26 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tng.codec.classic import CHOICES, DEFAULT_CHOICE, unavailable
 from tng.codec.images import DEFAULT_MAX_PIXELS
 from tng.codec.jpeg_transcode import DEFAULT_JPEG_CHOICE, JPEG_CHOICES
 from tng.codec.registry import DEFAULT_MODEL_ID
-from tng.jobs.common import parse_storage_options
+from tng.jobs.common import RunError, parse_storage_options
 from tng.pipeline.compress_graph import CompressSettings, compress_run
 
 
 def settings(args: argparse.Namespace) -> CompressSettings:
     """The run's settings from `tng compress`'s arguments."""
+    if args.lossless and args.codec != DEFAULT_CHOICE:
+        raise RunError(f"--lossless keeps every file without loss: it takes no --codec {args.codec}")
+    if args.lossless and args.jpeg == "tng":
+        raise RunError("--lossless keeps every file without loss: JPEGs too, so it takes no --jpeg tng")
+    for name in {"avif": ["avif"], "jxl": ["jxl"], "auto": ["avif", "jxl"]}.get(args.codec, []):
+        if unavailable(name):
+            raise RunError(f"--codec {args.codec} needs {unavailable(name)}")
     return CompressSettings(
-        quality=args.quality, target_psnr=args.target_psnr, model_id=args.model, refine=args.refine, jpeg=args.jpeg,
+        quality=args.quality, target_psnr=args.target_psnr, model_id=args.model, effort=args.effort,
+        codec=args.codec, lossless=args.lossless, jpeg=args.jpeg,
         max_pixels=args.max_pixels, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
         batch_size=args.batch_size, rows_per_shard=args.rows_per_shard, incremental=args.incremental,
         listing=args.listing, max_error_share=args.max_error_share)
@@ -33,10 +42,12 @@ def compress(args: argparse.Namespace) -> dict:
 
 
 def print_summary(s: dict) -> None:
+    from tng.codec.formats import FORMATS
+
     mb = lambda n: f"{n / 1e6:,.1f} MB"  # noqa: E731
+    codecs = ", ".join(f"{n} {FORMATS[c].label if c in FORMATS else c}" for c, n in s["by_codec"].items()) or "none"
     print(f"run {s['run_id']}: {s['listed']} files, {s['processed']} processed, {s['skipped_unchanged']} unchanged "
-          f"(skipped), {s['ok']} ok ({s['codec_tng']} tng, {s['codec_jpeg_jxl']} JPEG recompressed losslessly, "
-          f"{s['codec_source']} kept as source), {s['errors']} errors")
+          f"(skipped), {s['ok']} ok ({codecs}), {s['errors']} errors")
     if s["ok"]:
         print(f"bytes in {mb(s['bytes_in'])}, out {mb(s['bytes_out'])}, savings {100 * s['savings']:.1f}%"
               + (f", mean {s['mean_bpp']:.3f} bpp, mean PSNR {s['mean_psnr']:.2f} dB" if s["mean_bpp"] else ""))
@@ -52,13 +63,23 @@ def _share(text: str) -> float:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """compress's own arguments; --workers, --address, --storage-option and --refine come from the
+    """compress's own arguments; --workers, --address, --storage-option and --effort come from the
     parents in jobs/common.py (jobs/cli.py)."""
     p.add_argument("src", help="folder or fsspec URL of the images (s3://bucket/prefix, gs://..., path)")
     p.add_argument("dst", help="folder or fsspec URL of the archive")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--quality", "-q", type=float, default=4.0, help="1 (smallest) to 8 (best); default 4")
     g.add_argument("--target-psnr", type=float, help="per image, the lowest quality reaching this PSNR")
+    p.add_argument("--codec", choices=CHOICES, default=DEFAULT_CHOICE,
+                   help="how sources other than JPEG are coded: 'tng'; 'avif' or 'jxl' (lossy AVIF / JPEG XL, the "
+                        "smallest file reaching the target: --target-psnr, or with --quality the PSNR TNG reaches "
+                        "at that quality on the image); 'auto': per image, the smallest of TNG, AVIF and JPEG XL "
+                        "that reaches it (never larger than TNG alone; targets TNG cannot reach go to the others). "
+                        f"Each row records what every codec tried needed; default {DEFAULT_CHOICE}")
+    p.add_argument("--lossless", action="store_true",
+                   help="keep every source without loss: JPEGs as --jpeg says (lossless by default), other files "
+                        "as their exact pixels in lossless JPEG XL (alpha, gray and 16 bits kept), or as they are "
+                        "where that is smaller")
     p.add_argument("--jpeg", choices=JPEG_CHOICES, default=DEFAULT_JPEG_CHOICE,
                    help="JPEG sources: 'lossless' recompresses them with JPEG XL so that decompress gives back the "
                         "original file byte for byte (kept as they are where that is not possible or not smaller); "

@@ -12,9 +12,14 @@ quality to choose for a target PSNR with the savings it buys.
 Writes OUT/summary.json (every figure), OUT/report.md, OUT/report.html (self-contained: images
 embedded) and the same pictures as PNG files under OUT/plots and OUT/thumbs.
 
+Archives made with `tng compress --codec avif|jxl|auto` also get the codec choice: the bytes each
+single codec would have needed for the same images at the same per-image targets, from what every
+row recorded of the codecs it tried (`bytes_tng`, `bytes_avif`, `bytes_jxl`), beside what the
+archive holds.
+
 Definitions: bytes in = the source files of the current `ok` rows; bytes out = their bitstreams
 (a row kept as `source` counts its file on both sides); savings = 1 − out/in. bpp and PSNR
-statistics are over rows coded by TNG (`jpeg-jxl` and `source` rows are lossless and have no PSNR).
+statistics are over the lossy rows (TNG, AVIF, JPEG XL; the lossless forms have no PSNR).
 """
 from __future__ import annotations
 
@@ -33,18 +38,20 @@ from pathlib import Path
 
 import numpy as np
 
+from tng.codec.formats import FORMATS, LOSSY
 from tng.codec.images import DEFAULT_MAX_PIXELS
 from tng.codec.jpeg_transcode import CODEC as JPEG_XL
 from tng.codec.registry import DEFAULT_MODEL_ID
 from tng.jobs.common import RunError, parse_storage_options
 
 META = ["key", "source_uri", "source_bytes", "source_sha256", "source_format", "width", "height", "mode", "codec", "note",
-        "bitstream_bytes", "bpp", "psnr", "ms_ssim", "quality", "model_id", "status", "error", "run_id", "encoded_at"]
+        "bitstream_bytes", "bpp", "psnr", "ms_ssim", "quality", "model_id", "status", "error", "run_id", "encoded_at",
+        "setting", "target_psnr", "bytes_tng", "bytes_avif", "bytes_jxl"]
 RESOLUTIONS = [(0, 0.25, "< 0.25 MP"), (0.25, 1, "0.25–1 MP"), (1, 4, "1–4 MP"), (4, 16, "4–16 MP"),
                (16, 64, "16–64 MP"), (64, float("inf"), "≥ 64 MP")]
 BASELINE_NAMES = {"jpeg": "JPEG", "webp": "WebP", "avif": "AVIF", "jxl": "JPEG XL"}
-CODEC_ORDER = ["tng", JPEG_XL, "source"]
-CODEC_LABELS = {"tng": "TNG", JPEG_XL: "JPEG recompressed losslessly (JPEG XL)", "source": "kept as source"}
+CODEC_ORDER = list(FORMATS)
+CODEC_LABELS = {name: f.label for name, f in FORMATS.items()}
 THUMB_SIDE, CROP_SIDE = 320, 192
 
 
@@ -107,14 +114,14 @@ def _stats(values) -> dict | None:
 
 
 def _group(ok, label: str) -> dict:
-    tng = ok[ok["codec"] == "tng"]
+    lossy = ok[ok["codec"].isin(LOSSY)]
     bytes_in, bytes_out = int(ok["source_bytes"].sum()), int(ok["bitstream_bytes"].sum())
     return {label: None, "images": int(len(ok)), "kept_as_source": int((ok["codec"] == "source").sum()),
             "jpeg_lossless": int((ok["codec"] == JPEG_XL).sum()),
             "bytes_in": bytes_in, "bytes_out": bytes_out,
             "savings": (1 - bytes_out / bytes_in) if bytes_in else None,
-            "mean_bpp": float(tng["bpp"].mean()) if len(tng) else None,
-            "mean_psnr": float(tng["psnr"].mean()) if len(tng) else None}
+            "mean_bpp": float(lossy["bpp"].mean()) if len(lossy) else None,
+            "mean_psnr": float(lossy["psnr"].mean()) if len(lossy) else None}
 
 
 def by_codec(ok) -> list[dict]:
@@ -129,6 +136,31 @@ def by_codec(ok) -> list[dict]:
                  share_of_images=len(part) / images if images else None,
                  share_of_bytes_out=g["bytes_out"] / bytes_out if bytes_out else None)
         out.append(g)
+    return out
+
+
+def codec_choice(ok) -> dict | None:
+    """What the rows coded at a per-image target (--codec other than tng) hold, against what each single
+    lossy codec would have needed for the same images at the same targets (the rows' bytes_<codec>; a
+    lower bound where that codec's search stopped once it could not win, so each single codec's total
+    is at least the figure given). Per codec tried: the images it reaches the target on, their bytes,
+    the archive's bytes for those same images, and the images it has no figure for (not tried there,
+    or the target is out of its reach)."""
+    rows = ok[ok["target_psnr"].notna()]
+    if not len(rows):
+        return None
+    out = {"images": int(len(rows)), "bytes_kept": int(rows["bitstream_bytes"].sum()), "codecs": []}
+    for codec in LOSSY:
+        col = rows[f"bytes_{codec}"]
+        reached = rows[col.notna()]
+        if not len(reached) and not (rows["codec"] == codec).any():
+            continue  # not tried on these rows (--codec avif tries AVIF alone)
+        need, kept = int(col.sum()), int(reached["bitstream_bytes"].sum())
+        out["codecs"].append({"codec": codec, "label": CODEC_LABELS[codec], "images_reached": int(len(reached)),
+                              "images_not_reached": int(len(rows) - len(reached)), "bytes_needed": need,
+                              "bytes_kept_same_images": kept,
+                              "saving_vs_codec": (1 - kept / need) if need else None,
+                              "chosen": int((rows["codec"] == codec).sum())})
     return out
 
 
@@ -152,13 +184,14 @@ def archive_figures(a: Archive, worst: int = 6) -> dict:
     df = a.rows
     ok = df[df["status"] == "ok"]
     tng = ok[ok["codec"] == "tng"]
+    lossy = ok[ok["codec"].isin(LOSSY)]
     errors = df[df["status"] != "ok"]
     head = _group(ok, "all")
     del head["all"]
     head.update(keys=int(len(df)), ok=int(len(ok)), errors=int(len(errors)), coded_by_tng=int(len(tng)),
                 saved_bytes=head["bytes_in"] - head["bytes_out"],
                 ratio=(head["bytes_in"] / head["bytes_out"]) if head["bytes_out"] else None,
-                mean_ms_ssim=float(tng["ms_ssim"].mean()) if tng["ms_ssim"].notna().any() else None,
+                mean_ms_ssim=float(lossy["ms_ssim"].mean()) if lossy["ms_ssim"].notna().any() else None,
                 megapixels=float((ok["width"].astype(float) * ok["height"]).sum() / 1e6),
                 models={str(int(k)): int(v) for k, v in tng["model_id"].value_counts().sort_index().items()},
                 qualities={f"{k:g}": int(v) for k, v in tng["quality"].round(2).value_counts().sort_index().items()})
@@ -177,7 +210,7 @@ def archive_figures(a: Archive, worst: int = 6) -> dict:
         by_format.append(g)
     by_format.sort(key=lambda g: -g["images"])
     kept = ok[(ok["codec"] == "source") & ok["note"].notna()]
-    low = tng[tng["psnr"].notna()].sort_values(["psnr", "key"]).head(worst)
+    low = lossy[lossy["psnr"].notna()].sort_values(["psnr", "key"]).head(worst)
     times = df["encoded_at"].dropna()
     complete = {r.get("run_id") for r in a.runs}
     return {
@@ -189,13 +222,16 @@ def archive_figures(a: Archive, worst: int = 6) -> dict:
                     "runs_incomplete": sorted(a.run_ids_in_shards - complete),
                     "first_encoded": times.min().isoformat() if len(times) else None,
                     "last_encoded": times.max().isoformat() if len(times) else None},
-        "distributions": {"bpp": _stats(tng["bpp"]), "psnr": _stats(tng["psnr"]), "ms_ssim": _stats(tng["ms_ssim"])},
+        "distributions": {"bpp": _stats(lossy["bpp"]), "psnr": _stats(lossy["psnr"]),
+                          "ms_ssim": _stats(lossy["ms_ssim"])},
         "by_codec": by_codec(ok),
+        "codec_choice": codec_choice(ok),
         "by_format": by_format,
         "by_resolution": by_res,
-        "worst": [{"key": r.key, "width": int(r.width), "height": int(r.height), "bpp": float(r.bpp),
+        "worst": [{"key": r.key, "codec": r.codec, "width": int(r.width), "height": int(r.height), "bpp": float(r.bpp),
                    "psnr": float(r.psnr), "ms_ssim": None if r.ms_ssim is None or np.isnan(r.ms_ssim) else float(r.ms_ssim),
-                   "quality": float(r.quality), "source_format": r.source_format, "source_uri": r.source_uri,
+                   "quality": None if r.quality is None or np.isnan(r.quality) else float(r.quality),
+                   "source_format": r.source_format, "source_uri": r.source_uri,
                    "source_sha256": r.source_sha256, "encoded_at": r.encoded_at.isoformat()}
                   for r in low.itertuples()],
         "errors": by_reason(errors, "error"),
@@ -218,6 +254,10 @@ def worst_region(a: np.ndarray, b: np.ndarray, side: int) -> tuple[int, int]:
     cell = max(1, side // 3)
     err = ((a.astype(np.int32) - b.astype(np.int32)) ** 2).sum(-1)
     gh, gw = h // cell, w // cell
+    if not gh or not gw:  # thinner than a cell (a 2-pixel-high panorama): along the long side only
+        line = err.sum(0 if h < w else 1)
+        best = int(np.argmax(np.convolve(line, np.ones(side), "valid"))) if len(line) >= side else 0
+        return (0, min(best, max(0, w - side))) if h < w else (min(best, max(0, h - side)), 0)
     blocks = err[: gh * cell, : gw * cell].reshape(gh, cell, gw, cell).sum((1, 3))
     k = min(3, gh), min(3, gw)
     c = np.pad(blocks.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
@@ -247,6 +287,7 @@ def thumbnails(url: str, opts: dict, worst: list[dict], source: str | None) -> d
     import pyarrow.parquet as pq
 
     from tng.codec import Codec, TNGError, open_image
+    from tng.codec.formats import format_of
     from tng.pipeline.archive import open_fs, shard_paths
 
     if not worst:
@@ -256,23 +297,27 @@ def thumbnails(url: str, opts: dict, worst: list[dict], source: str | None) -> d
     streams = {}
     for p in shard_paths(fs, root):
         try:
-            t = pq.read_table(p, filesystem=fs, columns=["key", "encoded_at", "bitstream", "model_id"],
+            t = pq.read_table(p, filesystem=fs, columns=["key", "encoded_at", "bitstream", "model_id", "codec"],
                               filters=[("key", "in", sorted({k for k, _ in want}))])
         except Exception:
             continue  # listed as unreadable by load_archive
-        for k, at, data, model in zip(*(t[c].to_pylist() for c in ("key", "encoded_at", "bitstream", "model_id"))):
+        for k, at, data, model, form in zip(*(t[c].to_pylist() for c in ("key", "encoded_at", "bitstream", "model_id",
+                                                                          "codec"))):
             if (k, at.isoformat()) in want:
-                streams[k] = (data, model)
+                streams[k] = (data, model, form)
     pictures, codecs = {}, {}
     for i, w in enumerate(worst, 1):
         w["pictures"] = {}
         if w["key"] not in streams:
             w["original"] = "bitstream not found"
             continue
-        data, model = streams[w["key"]]
+        data, model, form = streams[w["key"]]
         try:
-            codec = codecs.setdefault(model, Codec(model_id=model, device="cpu"))
-            decoded = np.asarray(codec.decode(data).image.convert("RGB"))
+            if form == "tng":
+                codec = codecs.setdefault(model, Codec(model_id=model, device="cpu"))
+                decoded = np.asarray(codec.decode(data).image.convert("RGB"))
+            else:
+                decoded = np.ascontiguousarray(format_of(form).restore(data, files=False).rgb)
         except TNGError as e:
             w["original"] = f"bitstream does not decode: {e}"
             continue
@@ -327,10 +372,10 @@ def rd_study(a: Archive, args: argparse.Namespace, opts: dict) -> tuple[dict, by
           file=sys.stderr)
     results = sweep_sources(items, model_id=args.model, baselines=available, workers=args.workers,
                             storage_options=opts, max_pixels=args.max_pixels, address=args.address,
-                            refine=args.refine)
+                            effort=args.effort)
     measured = [r for r in results if not r["error"]]
     study = {"source": args.source, "seed": args.seed, "requested": args.sample, "model_id": args.model,
-             "refine": args.refine,
+             "effort": args.effort,
              "baselines": list(available), "missing_baselines": [b for b in baselines if b not in available],
              "images": [{"key": r["key"], "width": r["width"], "height": r["height"]} for r in measured],
              "failed": [{"key": r["key"], "error": r["error"]} for r in results if r["error"]]}
@@ -435,7 +480,7 @@ def info_text(fig: dict) -> str:
                         if c["share_of_bytes_out"] is not None else ""))
     if h["mean_bpp"] is not None:
         d = fig["distributions"]
-        lines.append(f"TNG: mean {h['mean_bpp']:.3f} bpp (median {d['bpp']['median']:.3f}), mean PSNR "
+        lines.append(f"lossy rows: mean {h['mean_bpp']:.3f} bpp (median {d['bpp']['median']:.3f}), mean PSNR "
                      f"{h['mean_psnr']:.2f} dB (5% of images below {d['psnr']['p5']:.2f})"
                      + (f", mean MS-SSIM {h['mean_ms_ssim']:.4f}" if h["mean_ms_ssim"] is not None else ""))
     lines.append(f"shards: {s['shards']} ({len(s['unreadable_shards'])} unreadable), {s['rows_in_shards']:,} rows; "
@@ -472,8 +517,8 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--worst", type=int, default=6, help="how many of the worst images by PSNR to show")
     p.add_argument("--model", type=int, default=DEFAULT_MODEL_ID, help="TNG model id in the RD study")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
-    # and from jobs/common.py's parents (jobs/cli.py): --refine (the RD study codes as `tng compress
-    # --refine` would), --workers (codec actors of the RD study), --address, --storage-option
+    # and from jobs/common.py's parents (jobs/cli.py): --effort (the RD study codes as `tng compress
+    # --effort` would), --workers (codec actors of the RD study), --address, --storage-option
 
 
 def add_info_arguments(p: argparse.ArgumentParser) -> None:

@@ -56,9 +56,9 @@ def sections(fig: dict, pictures: dict[str, bytes]) -> list[tuple[str, str, list
             ["savings", _pct(h["savings"])],
             ["compression ratio", _f(h["ratio"], ".2f", "×")],
             ["megapixels", _f(h["megapixels"], ",.1f")],
-            ["mean bpp (TNG rows)", _f(h["mean_bpp"], ".3f")],
-            ["mean PSNR (TNG rows)", _f(h["mean_psnr"], ".2f", " dB")],
-            ["mean MS-SSIM (TNG rows)", _f(h["mean_ms_ssim"], ".4f")],
+            ["mean bpp (lossy rows)", _f(h["mean_bpp"], ".3f")],
+            ["mean PSNR (lossy rows)", _f(h["mean_psnr"], ".2f", " dB")],
+            ["mean MS-SSIM (lossy rows)", _f(h["mean_ms_ssim"], ".4f")],
             ["models (id: images)", ", ".join(f"{k}: {v}" for k, v in h["models"].items()) or "n/a"],
             ["qualities (quality: images)", ", ".join(f"{k}: {v}" for k, v in h["qualities"].items()) or "n/a"],
             ["shards", f"{s['shards']} ({len(s['unreadable_shards'])} unreadable), {s['rows_in_shards']:,} rows"],
@@ -80,7 +80,10 @@ def sections(fig: dict, pictures: dict[str, bytes]) -> list[tuple[str, str, list
                  [[k["reason"], f"{k['count']:,}", ", ".join(k["keys"])] for k in fig["kept"]])]
                if fig.get("kept") else [])))
 
-    dist = [("p", "Per-image figures of the rows coded by TNG (rows kept as source are lossless).")]
+    if fig.get("codec_choice"):
+        out.append(("choice", "Codec choice per image", _choice_blocks(fig["codec_choice"])))
+
+    dist = [("p", "Per-image figures of the lossy rows (TNG, AVIF, JPEG XL; the other forms are lossless).")]
     names = {"bpp": "bpp", "psnr": "PSNR (dB)", "ms_ssim": "MS-SSIM"}
     rows = [[names[k]] + [_f(v[c], ".4g") for c in ("mean", "min", "p5", "p25", "median", "p75", "p95", "max")]
             for k, v in d.items() if v]
@@ -98,11 +101,12 @@ def sections(fig: dict, pictures: dict[str, bytes]) -> list[tuple[str, str, list
 
     worst = [("p", f"The {len(fig['worst'])} images with the lowest PSNR. Thumbnails of the original (where it "
                    "is reachable and unchanged) and of the decoded image, then the same 1:1 crop of each where "
-                   "the error is largest.")] if fig["worst"] else [("p", "No image was coded by TNG.")]
+                   "the error is largest.")] if fig["worst"] else [("p", "No image was coded lossily.")]
     if fig["worst"]:
-        worst.append(("table", ["#", "key", "size", "bpp", "PSNR", "MS-SSIM", "quality", "original"],
-                      [[str(i), w["key"], f"{w['width']}×{w['height']}", f"{w['bpp']:.3f}", f"{w['psnr']:.2f} dB",
-                        _f(w["ms_ssim"], ".4f"), f"{w['quality']:g}", w.get("original", "not looked up")]
+        worst.append(("table", ["#", "key", "codec", "size", "bpp", "PSNR", "MS-SSIM", "TNG quality", "original"],
+                      [[str(i), w["key"], w.get("codec", "tng"), f"{w['width']}×{w['height']}", f"{w['bpp']:.3f}",
+                        f"{w['psnr']:.2f} dB", _f(w["ms_ssim"], ".4f"), _f(w["quality"], "g"),
+                        w.get("original", "not looked up")]
                        for i, w in enumerate(fig["worst"], 1)]))
     for i, w in enumerate(fig["worst"], 1):
         p = w.get("pictures", {})
@@ -126,7 +130,23 @@ def sections(fig: dict, pictures: dict[str, bytes]) -> list[tuple[str, str, list
     return out
 
 
+def _choice_blocks(c: dict) -> list[Block]:
+    rows = [[x["label"], f"{x['chosen']:,}", f"{x['images_reached']:,}", f"{x['images_not_reached']:,}",
+             _mb(x["bytes_needed"]), _mb(x["bytes_kept_same_images"]), _pct(x["saving_vs_codec"])] for x in c["codecs"]]
+    return [("p", f"{c['images']:,} images were coded at a target PSNR each (the `target_psnr` of their rows) by "
+                  f"whichever codec made the smallest file reaching it; they hold {_mb(c['bytes_kept'])}. Each row "
+                  "records what every codec it tried needed for its target: summed here, what each single codec "
+                  "would have cost for the images it reaches (where a search stopped once it could not win, "
+                  "its lower bound: the codec would have cost at least that), against what the archive holds "
+                  "for the same images."),
+            ("table", ["codec", "images stored", "images it reaches", "images not tried or not reached",
+                       "bytes it would need", "bytes kept for them", "saving vs that codec alone"], rows)]
+
+
 def _refined(st: dict) -> str:
+    """The RD study's effort level (reports written before effort levels say how many refinement steps)."""
+    if "effort" in st:
+        return f", effort {st['effort']}"
     return f", refined {st['refine']} steps" if st.get("refine") else ""
 
 

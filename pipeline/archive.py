@@ -35,16 +35,24 @@ SCHEMA = pa.schema([
     ("width", pa.int32()),
     ("height", pa.int32()),
     ("mode", pa.string()),              # Pillow mode of the source
-    ("codec", pa.string()),             # 'tng'; 'jpeg-jxl': a JPEG recompressed losslessly (JPEG XL, restores
-                                        # the file byte for byte); 'source': the file as it was (TNG would not
-                                        # make it smaller, or --jpeg keep / a JPEG that cannot be recompressed)
-    ("note", pa.string()),              # why a file was kept as 'source' when another codec was asked for
+    ("codec", pa.string()),             # how `bitstream` holds the image (codec/formats.py): 'tng'; 'avif',
+                                        # 'jxl' (lossy, at the row's target); 'jxl-lossless' (the source's exact
+                                        # pixels); 'jpeg-jxl' (a JPEG recompressed losslessly: the file byte for
+                                        # byte); 'source' (the file as it was: nothing made it smaller, or --jpeg
+                                        # keep / a JPEG that cannot be recompressed)
+    ("note", pa.string()),              # why the row holds another codec than the one asked for
     ("bitstream", pa.binary()),         # the .tng file, the JPEG XL file, or the source file as it was
     ("bitstream_bytes", pa.int64()),
     ("bpp", pa.float64()),              # bitstream_bytes·8 / (width·height)
     ("psnr", pa.float64()),             # dB, decoded RGB vs source RGB; null for the lossless codecs
     ("ms_ssim", pa.float64()),          # null above 16 MP (memory) and for the lossless codecs
     ("quality", pa.float64()),          # TNG's; null for the lossless codecs unless TNG was tried first
+    ("setting", pa.float64()),          # the row codec's own: TNG quality, AVIF quality, JPEG XL distance
+    ("target_psnr", pa.float64()),      # the PSNR every codec tried had to reach (--codec other than tng):
+                                        # --target-psnr, or what TNG reached at --quality
+    ("bytes_tng", pa.int64()),          # what each codec needed to reach target_psnr (the evidence of the
+    ("bytes_avif", pa.int64()),         # choice), or a lower bound of it where its search stopped once it
+    ("bytes_jxl", pa.int64()),          # could not win; null where it was not tried or cannot reach it
     ("model_id", pa.int32()),
     ("decoded_sha256", pa.string()),    # sha256 of the decoded pixels (tng) or of the restored file (lossless)
     ("exif", pa.binary()),

@@ -2,8 +2,10 @@
 
     list SRC (tasks, or read a --listing manifest; listing.py / inventory.py) ─▶ with incremental, less
       what the archive holds (a distributed anti-join; pending.py) ─▶ load_batch (tasks: read, hash,
-      decode, validate; JPEGs recompressed losslessly or kept, per `jpeg`) ─▶ CompressActor pool
-      ─▶ ShardSink (atomic Parquet shards) ─▶ runs/{run_id}.json manifest; the run's figures returned
+      decode, validate; JPEGs recompressed losslessly or kept, per `jpeg`; everything with `lossless`)
+      ─▶ CompressActor pool (TNG) ─▶ with `codec` avif / jxl / auto, classic_batch tasks (the classic
+      codecs searched to each image's target, the smallest file kept) ─▶ ShardSink (atomic Parquet
+      shards) ─▶ runs/{run_id}.json manifest; the run's figures returned
 
     compress_run(src, dst, CompressSettings(...), storage_options, address) -> summary dict
 
@@ -20,6 +22,8 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from tng.codec.classic import DEFAULT_CHOICE
+from tng.codec.effort import DEFAULT_EFFORT
 from tng.codec.images import DEFAULT_MAX_PIXELS
 from tng.codec.jpeg_transcode import CODEC as JPEG_XL, DEFAULT_JPEG_CHOICE
 from tng.codec.registry import DEFAULT_MODEL_ID
@@ -39,7 +43,9 @@ class CompressSettings:
     quality: float = 4.0
     target_psnr: float | None = None
     model_id: int = DEFAULT_MODEL_ID
-    refine: int = 0
+    effort: int = DEFAULT_EFFORT
+    codec: str = DEFAULT_CHOICE  # for sources other than JPEG, one of classic.CHOICES (pipeline/stages.py)
+    lossless: bool = False  # every source kept without loss (lossless JPEG XL, or the file)
     jpeg: str = DEFAULT_JPEG_CHOICE
     max_pixels: int = DEFAULT_MAX_PIXELS
     workers: int = 2
@@ -76,7 +82,7 @@ def compress_run(src: str, dst: str, settings: CompressSettings, storage_options
 
 
 def _manifest_settings(s: CompressSettings) -> dict:
-    keys = ["quality", "target_psnr", "model_id", "refine", "jpeg", "max_pixels", "workers", "max_error_share",
+    keys = ["quality", "target_psnr", "model_id", "effort", "codec", "lossless", "jpeg", "max_pixels", "workers", "max_error_share",
             "gpus_per_worker", "incremental", "listing"]
     return {k: getattr(s, k) for k in keys}
 
@@ -150,12 +156,12 @@ def encode_and_write(todo: Dataset, dst: str, storage_options: dict, settings: C
 
     from tng.pipeline.run import actor_pool, task_remote_args, task_slots
     from tng.pipeline.sink import ShardSink
-    from tng.pipeline.stages import CompressActor, load_batch
+    from tng.pipeline.stages import CompressActor, classic_batch, load_batch
 
     s = settings
     pool = actor_pool(s.workers, on_cluster, s.gpus_per_worker)
     ds = todo.map_batches(load_batch, fn_kwargs={"storage_options": storage_options, "max_pixels": s.max_pixels,
-                                                 "jpeg": s.jpeg},
+                                                 "jpeg": s.jpeg, "lossless": s.lossless},
                           batch_size=s.batch_size, batch_format="numpy",
                           **task_remote_args(), compute=ray.data.TaskPoolStrategy(size=task_slots(s.workers)))
     ds = ds.map_batches(
@@ -163,8 +169,13 @@ def encode_and_write(todo: Dataset, dst: str, storage_options: dict, settings: C
         fn_constructor_kwargs={"quality": s.quality, "target_psnr": s.target_psnr, "model_id": s.model_id,
                                "run_id": run_id, "threads": pool.threads,
                                "device": "cuda" if s.gpus_per_worker else "cpu",
-                               "max_pixels": s.max_pixels, "refine": s.refine},
+                               "max_pixels": s.max_pixels, "effort": s.effort, "codec": s.codec},
         **pool.map_args())
+    if s.codec != "tng":  # the classic codecs run in CPU tasks beside the actors, not inside them
+        ds = ds.map_batches(classic_batch, fn_kwargs={"codec": s.codec, "max_pixels": s.max_pixels},
+                            batch_size=s.batch_size,
+                            batch_format="pyarrow", **task_remote_args(),
+                            compute=ray.data.TaskPoolStrategy(size=task_slots(s.workers)))
     sink = ShardSink(dst, storage_options, run_id, max_rows=s.rows_per_shard)
     ds.write_datasink(sink, ray_remote_args=task_remote_args(), concurrency=task_slots(s.workers))
     return sink.written
@@ -176,10 +187,12 @@ def summarise(fs: AbstractFileSystem, shards: list[str], run_id: str, listed: in
 
     import pyarrow.parquet as pq
 
+    from tng.codec.formats import LOSSY
     from tng.pipeline.archive import SCHEMA
 
     n = Counter()
     sums = Counter()
+    by_codec: Counter = Counter()
     reasons: Counter = Counter()
     fs.invalidate_cache()  # s3fs answers from its cached listings, which predate these shards
     for path in shards:
@@ -187,19 +200,22 @@ def summarise(fs: AbstractFileSystem, shards: list[str], run_id: str, listed: in
             "status", "error", "codec", "source_bytes", "bitstream_bytes", "bpp", "psnr"]).to_pandas()
         ok = t[t["status"] == "ok"]
         tng = ok[ok["codec"] == "tng"]
+        lossy = ok[ok["codec"].isin(LOSSY)]
         n.update(processed=len(t), ok=len(ok), tng=len(tng), errors=int((t["status"] == "error").sum()),
                  jxl=int((ok["codec"] == JPEG_XL).sum()), source=int((ok["codec"] == "source").sum()))
+        by_codec.update(ok["codec"].tolist())
         sums.update(bytes_in=int(ok["source_bytes"].sum()), bytes_out=int(ok["bitstream_bytes"].sum()),
-                    bpp=float(tng["bpp"].sum()), psnr=float(tng["psnr"].sum()))
+                    bpp=float(lossy["bpp"].sum()), psnr=float(lossy["psnr"].sum()), lossy=len(lossy))
         reasons.update(t.loc[t["status"] == "error", "error"].tolist())
     bytes_in, bytes_out = sums["bytes_in"], sums["bytes_out"]
     return {
         "run_id": run_id, "started": started.isoformat(), "finished": dt.datetime.now(dt.timezone.utc).isoformat(),
         "listed": listed, "processed": n["processed"], "skipped_unchanged": listed - n["processed"],
         "ok": n["ok"], "errors": n["errors"], "codec_tng": n["tng"], "codec_jpeg_jxl": n["jxl"],
-        "codec_source": n["source"], "bytes_in": bytes_in, "bytes_out": bytes_out,
+        "codec_source": n["source"], "by_codec": dict(by_codec.most_common()), "bytes_in": bytes_in,
+        "bytes_out": bytes_out,
         "savings": (1 - bytes_out / bytes_in) if bytes_in else 0.0,
-        "mean_bpp": sums["bpp"] / n["tng"] if n["tng"] else None,
-        "mean_psnr": sums["psnr"] / n["tng"] if n["tng"] else None,
+        "mean_bpp": sums["bpp"] / sums["lossy"] if sums["lossy"] else None,  # over the lossy rows
+        "mean_psnr": sums["psnr"] / sums["lossy"] if sums["lossy"] else None,
         "errors_by_reason": dict(reasons.most_common(20)),
     }

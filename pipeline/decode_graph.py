@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from ray.data import Dataset
 
-DECODE_COLUMNS = ["key", "codec", "bitstream", "decoded_sha256", "source_sha256", "psnr"]
+DECODE_COLUMNS = ["key", "codec", "bitstream", "decoded_sha256", "source_sha256", "psnr", "exif", "icc_profile"]
 PICK_COLUMNS = ["key", "status", "encoded_at"]
 
 

@@ -144,7 +144,7 @@ def _table(archive):
 def test_lossless_is_the_default_and_every_jpeg_comes_back_byte_for_byte(ray_local, jpegs, tmp_path, capsys):
     archive, out = tmp_path / "archive", tmp_path / "restored"
     assert main(["compress", str(jpegs), str(archive), "--workers", "1"]) == 0
-    assert "5 JPEG recompressed losslessly, 4 kept as source), 1 errors" in capsys.readouterr().out
+    assert "10 ok (5 JPEG recompressed losslessly (JPEG XL), 4 kept as source, 1 TNG), 1 errors" in capsys.readouterr().out
     table = _table(archive)
     keys = table["key"].to_pylist()
     assert sorted(keys) == sorted([*transcodable(), *untranscodable(), "photo.png", "broken.jpg"])
