@@ -84,6 +84,10 @@ def summarise(state: dict) -> list[dict]:
     return rows
 
 
+def _saving(share: float) -> str:
+    return "0.0 %" if round(100 * share, 1) == 0 else f"−{100 * share:.1f} %"
+
+
 def markdown(env: dict, rows: list[dict]) -> str:
     lines = [f"# Per-image codec choice (`--codec auto`), {env['images']} images, TNG effort {env['effort']}", "",
              f"`{env['command']}`  ", f"{env['cpu']}, {env['date']}", "",
@@ -97,7 +101,7 @@ def markdown(env: dict, rows: list[dict]) -> str:
         for c in CODECS:
             x = r["codecs"][c]
             cells += [f"{x['bytes'] / 1e6:.3f} ({x['images']})",
-                      "—" if x["auto_saving"] is None else f"−{100 * x['auto_saving']:.1f} %"]
+                      "—" if x["auto_saving"] is None else _saving(x["auto_saving"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -163,3 +163,35 @@ def test_golden_files_cover_the_adaptation_section():
         if header.version == container.ADAPTED_VERSION:
             sizes |= {f.size if f else None for f in unpack_section(sections[3], len(sections) - 4)}
     assert sizes >= set(KERNELS) | {None}
+
+
+GOLDEN_ARCHIVE = GOLDEN / "archive-2026-12"
+
+
+def test_golden_archive_restores_every_form(ray_local, tmp_path):
+    """An archive written on 2026-12-05 (tests/golden/make_golden_archive.py) with a row of every form
+    restores unchanged: the exact forms (TNG, lossless JPEG XL, JPEG recompressed, source) to the same
+    pixels or bytes; lossy AVIF and JPEG XL, whose decoders promise no bit-exactness across CPUs, to
+    the same PSNR against their source (rebuilt from samples/) as the row recorded."""
+    import sys
+
+    import imagecodecs
+
+    from tng.codec.metrics import psnr
+    from tng.jobs.cli import main
+
+    sys.path.insert(0, str(GOLDEN))
+    from make_golden_archive import corpus, restored_sha256
+
+    expected = json.loads((GOLDEN_ARCHIVE / "expected.json").read_text())
+    assert {e["codec"] for e in expected.values()} == {"tng", "avif", "jxl", "jxl-lossless", "jpeg-jxl", "source"}
+    assert main(["decompress", str(GOLDEN_ARCHIVE), str(tmp_path / "out"), "--workers", "1"]) == 0
+    corpus(tmp_path / "src")
+    for key, want in expected.items():
+        data = (tmp_path / "out" / want["restored_as"]).read_bytes()
+        if want["codec"] in ("avif", "jxl"):
+            source = next((tmp_path / "src").glob(f"*/{key}"))
+            got = psnr(imagecodecs.png_decode(source.read_bytes()), imagecodecs.png_decode(data))
+            assert abs(got - want["psnr"]) < 0.05, key
+        else:
+            assert restored_sha256(data) == want["restored_sha256"], key
