@@ -173,15 +173,17 @@ def test_golden_archive_restores_every_form(ray_local, tmp_path):
     restores unchanged: the exact forms (TNG, lossless JPEG XL, JPEG recompressed, source) to the same
     pixels or bytes; lossy AVIF and JPEG XL, whose decoders promise no bit-exactness across CPUs, to
     the same PSNR against their source (rebuilt from samples/) as the row recorded."""
-    import sys
+    import importlib.util
 
     import imagecodecs
 
     from tng.codec.metrics import psnr
     from tng.jobs.cli import main
 
-    sys.path.insert(0, str(GOLDEN))
-    from make_golden_archive import corpus, restored_sha256
+    spec = importlib.util.spec_from_file_location("make_golden_archive", GOLDEN / "make_golden_archive.py")
+    maker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(maker)  # its corpus and hashing, without putting tests/golden on sys.path
+    corpus, restored_sha256 = maker.corpus, maker.restored_sha256
 
     expected = json.loads((GOLDEN_ARCHIVE / "expected.json").read_text())
     assert {e["codec"] for e in expected.values()} == {"tng", "avif", "jxl", "jxl-lossless", "jpeg-jxl", "source"}

@@ -24,7 +24,6 @@ from PIL import Image
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 ARCHIVE = HERE / "archive-2026-12"
-sys.path.insert(0, str(ROOT))
 
 # (folder, `tng compress` options): one run each, keys distinct across runs
 RUNS = [
@@ -62,6 +61,7 @@ def restored_sha256(data: bytes) -> str:
 
 
 def main() -> None:
+    sys.path.insert(0, str(ROOT))  # run as a script from a checkout (tests import `corpus` and leave sys.path be)
     import pyarrow.parquet as pq
     import ray
 
