@@ -1,6 +1,7 @@
 """A killed `tng compress --incremental` leaves a readable archive, and rerunning it finishes the job:
 every key ends as one `ok` row, none is archived twice. Real CLI subprocess, real local Ray, kill -9,
-into a local folder and into S3 (a moto server on loopback)."""
+into a local folder and into S3 (a moto server on loopback); killed mid-run, and killed after its last
+shard but before its run manifest. What a kill leaves is audited and restored by the real commands."""
 from __future__ import annotations
 
 import contextlib
@@ -108,19 +109,28 @@ def run_to_end(src: Path, dst: Archive) -> dict:
     return json.loads(dst.fs.cat_file(manifest))
 
 
-def kill_mid_run(src: Path, dst: Archive, log: Path) -> int:
-    """Start the run and kill -9 it once its first shard is there; returns how many shards it left.
-    The kill must land mid-run (some shards, not all, no manifest), or the test proves nothing."""
+def kill_mid_run(src: Path, dst: Archive, log: Path, shards: int = 1) -> int:
+    """Start the run and kill -9 it once `shards` shards are there (default: the first); returns how
+    many shards it left. The caller checks that the kill landed where it wanted (else it proves nothing)."""
     with open(log, "w") as out:
         proc = subprocess.Popen(compress_cmd(src, dst.url), start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 300
-            while proc.poll() is None and time.monotonic() < deadline and not dst.paths("shards/*.parquet"):
+            while proc.poll() is None and time.monotonic() < deadline and len(dst.paths("shards/*.parquet")) < shards:
                 time.sleep(0.02)
         finally:
             kill_session(proc)
     assert not session_pids(proc.pid), "Ray processes left behind"
     return len(dst.paths("shards/*.parquet"))
+
+
+def audit_and_restore(dst: Archive, rows: int, out: Path) -> None:
+    """`tng audit` and `tng decompress` of what a killed run left: every row it wrote checks out and
+    comes back."""
+    for args, want in ((["audit", dst.url], f"{rows} rows checked, 0 problems"),
+                       (["decompress", dst.url, str(out)], f"decompressed {rows} of {rows} images")):
+        r = subprocess.run([str(TNG), *args, "--workers", "1"], capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0 and want in r.stdout, r.stdout + r.stderr[-3000:]
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -150,6 +160,7 @@ def test_killed_run_then_rerun_archives_each_key_once(tmp_path, destination):
     left = dst.rows()
     assert len(left) == shards_at_kill and len({r["key"] for r in left}) == len(left)
     ok_before = {r["key"] for r in left if r["status"] == "ok"}
+    audit_and_restore(dst, len(left), tmp_path / "restored")
 
     rerun = run_to_end(src, dst)
     assert (rerun["listed"], rerun["processed"], rerun["ok"]) == (N_IMAGES, N_IMAGES - len(ok_before), N_IMAGES - len(ok_before))
@@ -165,3 +176,22 @@ def test_killed_run_then_rerun_archives_each_key_once(tmp_path, destination):
     again = run_to_end(src, dst)  # after completion: nothing new to do
     assert (again["processed"], again["skipped_unchanged"]) == (0, N_IMAGES)
     assert len(dst.rows()) == len(rows)
+
+
+def test_killed_after_its_last_shard_before_its_manifest(tmp_path):
+    """Every row written, no run manifest: the archive is whole (audit, decompress), and a rerun with
+    --incremental codes nothing again and writes the manifest."""
+    src = tmp_path / "src"
+    make_images(src)
+    for attempt in range(KILL_ATTEMPTS):
+        dst, log = Archive(str(tmp_path / f"archive{attempt}")), tmp_path / f"killed-run-{attempt}.log"
+        if kill_mid_run(src, dst, log, shards=N_IMAGES) == N_IMAGES and not dst.paths("runs/*.json"):
+            break
+    else:
+        pytest.fail(f"no kill landed between the last shard and the manifest in {KILL_ATTEMPTS} tries; "
+                    f"its output:\n{log.read_text()[-3000:]}")
+    assert sorted(r["key"] for r in dst.rows()) == sorted(p.name for p in src.iterdir())
+    audit_and_restore(dst, N_IMAGES, tmp_path / "restored")
+    rerun = run_to_end(src, dst)
+    assert (rerun["listed"], rerun["processed"], rerun["skipped_unchanged"]) == (N_IMAGES, 0, N_IMAGES)
+    assert len(dst.rows()) == N_IMAGES
