@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tng.codec.classic import CHOICES, DEFAULT_CHOICE, unavailable
+from tng.codec.classic import CHOICES, DEFAULT_CHOICE, LOSSY, unavailable
 from tng.codec.images import DEFAULT_MAX_PIXELS
 from tng.codec.jpeg_transcode import DEFAULT_JPEG_CHOICE, JPEG_CHOICES
 from tng.codec.registry import DEFAULT_MODEL_ID
@@ -25,7 +25,7 @@ def settings(args: argparse.Namespace) -> CompressSettings:
         raise RunError(f"--lossless keeps every file without loss: it takes no --codec {args.codec}")
     if args.lossless and args.jpeg == "tng":
         raise RunError("--lossless keeps every file without loss: JPEGs too, so it takes no --jpeg tng")
-    for name in {"avif": ["avif"], "jxl": ["jxl"], "auto": ["avif", "jxl"]}.get(args.codec, []):
+    for name in (c for c in LOSSY if args.codec in (c, "auto")):  # the classic codecs the run will try
         if unavailable(name):
             raise RunError(f"--codec {args.codec} needs {unavailable(name)}")
     return CompressSettings(

@@ -146,3 +146,19 @@ def test_lossless_archives_give_every_source_back_exactly(ray_local, tmp_path):
 def test_lossless_and_a_codec_are_one_or_the_other(tmp_path, capsys):
     assert main(["compress", str(tmp_path), str(tmp_path / "x"), "--lossless", "--codec", "auto"]) == 1
     assert "--lossless keeps every file without loss: it takes no --codec auto" in capsys.readouterr().err
+
+
+def test_a_codec_this_machine_lacks_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    import tng.jobs.compress as compress
+
+    monkeypatch.setattr(compress, "unavailable", lambda name: "libavif with AVIF support" if name == "avif" else None)
+    for codec in ("avif", "auto"):
+        assert main(["compress", str(tmp_path), str(tmp_path / "x"), "--codec", codec]) == 1
+        assert capsys.readouterr().err.strip().endswith(f"--codec {codec} needs libavif with AVIF support")
+    assert compress.settings(compress_args(["--codec", "jxl"], tmp_path)).codec == "jxl"
+
+
+def compress_args(extra: list[str], tmp_path):
+    from tng.jobs.cli import parser
+
+    return parser().parse_args(["compress", str(tmp_path), str(tmp_path / "x"), *extra])
