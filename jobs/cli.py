@@ -87,14 +87,13 @@ def cmd_train(a: argparse.Namespace) -> None:
 
 
 def cmd_export(a: argparse.Namespace) -> None:
-    import torch
-
     from tng.codec.registry import available_models, export_weights
     from tng.jobs.common import RunError
+    from tng.jobs.train import load_checkpoint
 
     if a.model_id in available_models():
         raise RunError(f"model id {a.model_id} exists already; ids are never reused")
-    ck = torch.load(a.checkpoint, map_location="cpu", weights_only=True)
+    ck = load_checkpoint(a.checkpoint, "cpu")
     export_weights(ck["model"], ck["n"], ck["m"], a.model_id, a.output, a.name,
                    {"steps": str(ck["step"]), "train_minutes": f"{ck['elapsed'] / 60:.1f}"})
     print(f"{a.checkpoint} -> {a.output}: model id {a.model_id} ({a.name}), step {ck['step']}")
@@ -178,7 +177,7 @@ def _add_model_commands(sub) -> None:
     train.add_arguments(t)
     t.set_defaults(func=cmd_train)
     x = sub.add_parser("export", help="turn a training checkpoint into a weights file with a new model id")
-    x.add_argument("checkpoint")
+    x.add_argument("checkpoint", help="a last.pt, or a training state folder (tng train --state-out)")
     x.add_argument("output", help="a .safetensors path, in codec/weights/ or a folder on TNG_MODEL_PATH")
     x.add_argument("--model-id", type=int, required=True)
     x.add_argument("--name", required=True)

@@ -4,10 +4,16 @@ Each step draws random crops with random flips from images decoded once into mem
 quality per crop (`sample_qualities`: every integer level weighs the same; a bias towards high
 qualities had pushed quality 1 above the bpp range the codec is measured over: docs/training-log.md),
 and minimises λ(q)·255²·MSE + bpp. The rate is that of noisy latents, or with --rate rounded (for
-fine-tuning) that of the rounded latents the coder codes. CUDA when present; bf16 autocast on
-request (slower than fp32 on CPUs without AVX-512 BF16).
+fine-tuning) that of the rounded latents the coder codes. CUDA when present. The photos are held
+on the training device and cropped there (`Crops`), and the loop reads the device's figures only
+when it logs; --bf16 (autocast; entropy terms and GDN stay fp32), --channels-last and --compile are
+the fast path a GPU window takes (tested equal to the plain path within rounding). The log gives
+MP/s of crops and the TFLOP/s they make (`flops_per_pixel`).
 A checkpoint is written every few minutes and at the end; `--resume` continues it, including the
 learning-rate schedule, which is a function of the fraction of the time (or step) budget spent.
+--state-out writes each checkpoint also as a state folder of small files (jobs/train_state.py) that
+--resume takes, and --window-minutes ends a process early on the whole budget's schedule: together
+they chain short GPU windows into one run (scripts/gpu-train).
 With --val, the weights are exported every few minutes and validation images are coded to real
 bitstreams; the results go to OUT/validation.csv (quality against steps and wall-clock). --init
 fine-tunes shipped weights.
@@ -90,24 +96,34 @@ def center_crop(rgb: np.ndarray, side: int) -> np.ndarray:
     return np.ascontiguousarray(rgb[y : y + side, x : x + side])
 
 
-def random_batch(images: list[np.ndarray], batch: int, crop: int, rng: random.Random) -> torch.Tensor:
-    """(batch, 3, crop, crop) uint8 random crops with random flips; the caller scales to [0, 1] on its
-    device, so a GPU is sent a quarter of the bytes of float pixels."""
-    out = np.empty((batch, crop, crop, 3), np.uint8)
-    for i in range(batch):
-        im = images[rng.randrange(len(images))]
-        h, w = im.shape[:2]
-        if h < crop or w < crop:  # tiny image: tile it up to the crop size
-            im = np.pad(im, ((0, max(0, crop - h)), (0, max(0, crop - w)), (0, 0)), mode="reflect")
+class Crops:
+    """The training photos as uint8 tensors on the training device, and random crops cut there.
+
+    On a GPU the photos stay resident (the 600 training photos take ~0.3 GB), so a step moves
+    nothing from the host: what kept a lent H200 at 1–2 % (docs/training-log.md). The draws
+    (photo, offset, flips) come from the caller's random.Random, so a run reseeded at a step
+    (on resume) cuts the same crops on any device.
+    """
+
+    def __init__(self, images: list[np.ndarray], crop: int, device: str | torch.device) -> None:
+        self.crop, self.images = crop, []
+        for im in images:
             h, w = im.shape[:2]
-        y, x = rng.randrange(h - crop + 1), rng.randrange(w - crop + 1)
-        c = im[y : y + crop, x : x + crop]
-        if rng.random() < 0.5:
-            c = c[:, ::-1]
-        if rng.random() < 0.5:
-            c = c[::-1]
-        out[i] = c
-    return torch.from_numpy(out).permute(0, 3, 1, 2)
+            if h < crop or w < crop:  # tiny image: mirrored up to the crop size
+                im = np.pad(im, ((0, max(0, crop - h)), (0, max(0, crop - w)), (0, 0)), mode="reflect")
+            self.images.append(torch.from_numpy(np.array(im)).permute(2, 0, 1).to(device))
+
+    def batch(self, batch: int, rng: random.Random) -> torch.Tensor:
+        """(batch, 3, crop, crop) uint8 random crops with random flips; scaled to [0, 1] by the caller."""
+        c, out = self.crop, []
+        for _ in range(batch):
+            im = self.images[rng.randrange(len(self.images))]
+            h, w = im.shape[1:]
+            y, x = rng.randrange(h - c + 1), rng.randrange(w - c + 1)
+            t = im[:, y : y + c, x : x + c]
+            flips = [d for d in (2, 1) if rng.random() < 0.5]  # left–right, then up–down
+            out.append(t.flip(flips) if flips else t)
+        return torch.stack(out)
 
 
 def sample_qualities(n: int, device: str | torch.device) -> torch.Tensor:
@@ -120,9 +136,25 @@ def sample_qualities(n: int, device: str | torch.device) -> torch.Tensor:
     return (0.5 + LEVELS * torch.rand(n, device=device)).clamp_(1, LEVELS)
 
 
-def learning_rate(base: float, progress: float) -> float:
-    """Constant, then ÷10 for the last 15% and ÷30 for the last 5% of the budget."""
-    return base * (1.0 if progress < 0.85 else 0.1 if progress < 0.95 else 1 / 30)
+def learning_rate(base: float, progress: float, since_start: int = -1, warmup: int = 0) -> float:
+    """Constant, then ÷10 for the last 15% and ÷30 for the last 5% of the budget; over the first
+    `warmup` steps of a fresh optimiser (since_start steps ago) it ramps up linearly."""
+    lr = base * (1.0 if progress < 0.85 else 0.1 if progress < 0.95 else 1 / 30)
+    return lr * min(1.0, (since_start + 1) / warmup) if warmup and since_start >= 0 else lr
+
+
+def flops_per_pixel(model: TNGModel, rounded_rate: bool = False) -> float:
+    """Floating-point operations of one training step (forward and backward) per crop pixel, as
+    torch counts them (convolutions and matrix products; the element-wise rest is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    side, dev = 2 * STRIDE, model.log_gain.device
+    x = torch.rand(1, 3, side, side, device=dev)
+    with FlopCounterMode(display=False) as counter:
+        r = model(x, torch.full((1,), 4.0, device=dev), rounded_rate=rounded_rate)
+        rd_loss(r["x_hat"], x, r["bits_y"] + r["bits_z"], lambda_at(torch.full((1,), 4.0, device=dev))).loss.sum().backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / side**2
 
 
 class Replicas:
@@ -167,8 +199,10 @@ def weights_digest(state: dict[str, torch.Tensor]) -> str:
 
 
 def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, q: torch.Tensor,
-               bf16: bool, rounded_rate: bool = False, stage: str = "rd") -> tuple[float, float, float]:
-    """One optimiser step on the RD loss (codec/loss.py); returns (loss, bpp, PSNR) of the batch.
+               bf16: bool, rounded_rate: bool = False, stage: str = "rd") -> torch.Tensor:
+    """One optimiser step on the RD loss (codec/loss.py); returns (loss, bpp, PSNR) of the batch as
+    a tensor on the batch's device: the loop reads it only when it logs, so that a GPU is not
+    made to wait for the host at every step.
 
     Stage int8-synthesis: the rate is fixed (only the synthesis learns), and the loss is each crop's
     log MSE, so that every quality's PSNR counts alike; λ·MSE would weigh quality 8 430× quality 1
@@ -182,7 +216,7 @@ def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tens
     loss.backward()  # under DDP this also averages the gradients over the ranks
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
-    return loss.item(), bpp.mean().item(), (10 * torch.log10(1 / mse.clamp_min(1e-10))).mean().item()
+    return torch.stack([loss, bpp.mean(), (10 * torch.log10(1 / mse.clamp_min(1e-10))).mean()]).detach()
 
 
 def fit(args: argparse.Namespace, replicas: Replicas | None = None) -> dict:
@@ -194,7 +228,7 @@ def fit(args: argparse.Namespace, replicas: Replicas | None = None) -> dict:
     say = print if rep.rank == 0 else _silent
     torch.manual_seed(args.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     device = _prepare_device(rep.device(), args.threads)
-    ck = torch.load(args.resume, map_location=device, weights_only=True) if args.resume else None
+    ck = load_checkpoint(args.resume, device) if args.resume else None
     run = Run(args, rep, _initial_model(args, ck, device, say), device, say)
     if ck:
         run.restore(ck)
@@ -202,16 +236,31 @@ def fit(args: argparse.Namespace, replicas: Replicas | None = None) -> dict:
         torch.manual_seed(crop_seed(args.seed, rep.rank, run.step))  # this rank's own qualities and noise
     # After restore: DDP broadcasts rank 0's weights. It shares model's parameters, so the optimiser,
     # checkpoints and validation keep using run.model.
+    if args.channels_last:  # NHWC: the layout tensor cores and oneDNN's fast convolutions read
+        run.model.to(memory_format=torch.channels_last)
     net = rep.wrap(run.model)
     t0 = time.time()
     images = load_images(args.data)
-    say(f"{len(images)} images decoded in {time.time() - t0:.1f}s; training on {device}")
+    say(f"{len(images)} images decoded in {time.time() - t0:.1f}s; training on {device}"
+        f"{' (bf16)' if args.bf16 else ''}{' (channels-last)' if args.channels_last else ''}{' (compiled)' if args.compile else ''}")
     if args.val and rep.rank == 0:
         run.val = [center_crop(im, args.val_crop) for im in load_images(args.val, limit=args.val_images)]
     run.train(net, images)
     run.finish()
     say(f"done: step {run.step}, {run.elapsed / 60:.1f} min; checkpoint {run.out / 'last.pt'}")
     return {"step": run.step, "elapsed": run.elapsed, "digests": rep.gather(weights_digest(run.model.state_dict()))}
+
+
+def load_checkpoint(path: str, device: str) -> dict:
+    """A checkpoint to resume: a last.pt file, or a state folder (jobs/train_state.py)."""
+    from tng.jobs.train_state import is_state, load_state
+
+    if is_state(path):
+        return load_state(path, device)
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (OSError, RuntimeError) as e:
+        raise RunError(f"cannot resume {path}: {e}") from None
 
 
 def _silent(*args, **kwargs) -> None:
@@ -223,6 +272,8 @@ def _prepare_device(device: str, threads: int) -> str:
         torch.set_num_threads(threads)
     if torch.device(device).type == "cuda":
         torch.backends.cudnn.benchmark = True  # every step has the same shapes: pick the fastest kernels once
+        torch.backends.cudnn.allow_tf32 = True  # TF32 where fp32 remains (torch's default for convolutions)
+        torch.set_float32_matmul_precision("high")  # and for matrix products
     return device
 
 
@@ -305,6 +356,9 @@ class Run:
         self.model, self.device = model, device
         self.opt = torch.optim.Adam(model.parameters(), lr=args.lr)
         self.step, self.elapsed = 0, 0.0  # elapsed: seconds of training over every resumed run
+        self.opt_start = 0  # the step this optimiser's state began at (the warm-up counts from it)
+        self.pixels = 0  # crop pixels trained on, over every resumed run and rank
+        self.compiled: torch.nn.Module | None = None  # with --compile: the compiled net, once made
         self.rng = random.Random(crop_seed(args.seed, rep.rank, 0))
         self.val: list[np.ndarray] = []  # validation crops, on rank 0 with --val
         self.out = Path(args.out)
@@ -314,10 +368,16 @@ class Run:
     def restore(self, ck: dict) -> None:
         """Continue a checkpoint: weights, optimiser, budget spent, and the crop sampler's seed."""
         self.model.load_state_dict(ck["model"])
-        self.opt.load_state_dict(ck["optimizer"])
         self.step, self.elapsed = int(ck["step"]), float(ck["elapsed"])
+        self.pixels = int(ck.get("pixels") or 0)
+        if "optimizer" in ck:
+            self.opt.load_state_dict(ck["optimizer"])
+            self.opt_start = int(ck.get("opt_start") or 0)
+        else:  # a state without Adam's moments: a fresh Adam, warmed up from here
+            self.opt_start = self.step
         self.rng.seed(crop_seed(self.args.seed, self.rep.rank, self.step))
-        self.say(f"resumed {self.args.resume} at step {self.step} ({self.elapsed / 60:.1f} min)")
+        fresh = "" if "optimizer" in ck else f"; Adam restarts, warm-up {self.args.warmup_steps} steps"
+        self.say(f"resumed {self.args.resume} at step {self.step} ({self.elapsed / 60:.1f} min){fresh}")
 
     def budget_progress(self) -> float:
         """The fraction of the step or time budget spent, whichever is further along."""
@@ -332,16 +392,21 @@ class Run:
         """Steps of net (the model, or its DDP wrapper) until the budget is spent, logging every
         --log-every steps; rank 0 checkpoints every --checkpoint-minutes and validates every --val-minutes."""
         args, rep, device = self.args, self.rep, self.device
+        crops = Crops(images, args.crop, device)
+        memory = torch.channels_last if args.channels_last else torch.contiguous_format
+        self.flops_px = flops_per_pixel(self.model, args.rate == "rounded") if rep.rank == 0 else 0.0
         last_save, last_val, stats = time.time(), time.time(), []
         start_elapsed, start_time = self.elapsed, time.time()
-        while self.budget_progress() < 1.0:
-            lr = learning_rate(args.lr, self.budget_progress())
+        self.last_log = (time.time(), self.pixels)
+        while self.budget_progress() < 1.0 and not self.window_spent(start_elapsed):
+            lr = learning_rate(args.lr, self.budget_progress(), self.step - self.opt_start, args.warmup_steps)
             for g in self.opt.param_groups:
                 g["lr"] = lr
-            x = random_batch(images, args.batch, args.crop, self.rng).to(device).float().div_(255)
+            x = crops.batch(args.batch, self.rng).float().div_(255).contiguous(memory_format=memory)
             q = sample_qualities(args.batch, device)
-            stats.append(train_step(net, self.opt, x, q, args.bf16, args.rate == "rounded", args.stage))
+            stats.append(self._step(net, x, q))
             self.step += 1
+            self.pixels += args.batch * args.crop**2 * rep.world
             self.elapsed = rep.from_rank0(start_elapsed + time.time() - start_time)
             if self.step % args.log_every == 0:
                 self._log(stats, lr)
@@ -353,6 +418,23 @@ class Run:
                 self.validate()
                 last_val = time.time()
 
+    def _step(self, net: torch.nn.Module, x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """One train_step, with --compile through torch.compile; should compiling fail (it happens at
+        the first step), the run goes on uncompiled rather than lose a GPU window."""
+        args = self.args
+        if args.compile and self.compiled is None:
+            try:
+                self.compiled = torch.compile(net)
+                return train_step(self.compiled, self.opt, x, q, args.bf16, args.rate == "rounded", args.stage)
+            except Exception as e:  # noqa: BLE001 - any compiler failure: the eager step still works
+                self.say(f"torch.compile failed, training uncompiled: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+                self.compiled = net
+        return train_step(self.compiled or net, self.opt, x, q, args.bf16, args.rate == "rounded", args.stage)
+
+    def window_spent(self, start_elapsed: float) -> bool:
+        """--window-minutes: this process stops after its share, the schedule following the whole budget."""
+        return bool(self.args.window_minutes) and self.elapsed - start_elapsed >= self.args.window_minutes * 60
+
     def finish(self) -> None:
         """The last checkpoint and validation, whatever the clocks say."""
         if self.rep.rank == 0:
@@ -360,17 +442,26 @@ class Run:
         if self.val:
             self.validate()
 
-    def _log(self, stats: list[tuple[float, float, float]], lr: float) -> None:
-        loss, bpp, psnr = self.rep.mean(np.mean(stats, 0))  # every rank takes part in the mean
-        self.say(f"step {self.step} {self.elapsed / 60:.1f}min lr {lr:.1e} loss {loss:.4f} bpp {bpp:.3f} psnr {psnr:.2f}",
-                 flush=True)
+    def _log(self, stats: list[torch.Tensor], lr: float) -> None:
+        loss, bpp, psnr = self.rep.mean(torch.stack(stats).mean(0).cpu().numpy())  # every rank takes part in the mean
+        now = time.time()  # after the host waited for the device (above): the interval is real
+        mp_s = (self.pixels - self.last_log[1]) / max(now - self.last_log[0], 1e-9) / 1e6
+        self.last_log = (now, self.pixels)
+        self.say(f"step {self.step} {self.elapsed / 60:.1f}min lr {lr:.1e} loss {loss:.4f} bpp {bpp:.3f} psnr {psnr:.2f} "
+                 f"{mp_s:.2f} MP/s {mp_s * self.flops_px / 1e6:.2f} TFLOP/s", flush=True)
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
-        torch.save({"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "step": self.step,
-                    "elapsed": self.elapsed, "n": self.model.n, "m": self.model.m,
-                    "synthesis": self.model.synthesis, "context": self.model.context_kind}, tmp)
+        ck = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "step": self.step,
+              "elapsed": self.elapsed, "n": self.model.n, "m": self.model.m, "synthesis": self.model.synthesis,
+              "context": self.model.context_kind, "seed": self.args.seed, "opt_start": self.opt_start,
+              "pixels": self.pixels}
+        torch.save(ck, tmp)
         os.replace(tmp, path)  # a crash mid-write never leaves a broken checkpoint
+        if self.args.state_out:  # the same, as files a device can hand back (jobs/train_state.py)
+            from tng.jobs.train_state import save_state
+
+            save_state(ck, self.args.state_out, moments=not self.args.state_without_moments)
 
     def validate(self) -> None:
         """Code the validation crops to real bitstreams; append the results to OUT/validation.csv."""
@@ -390,7 +481,7 @@ class Run:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="training images: a folder or any fsspec URL (s3://, gs://, ...)")
     p.add_argument("out", help="folder for checkpoints (last.pt)")
-    p.add_argument("--resume", help="checkpoint to continue from")
+    p.add_argument("--resume", help="checkpoint to continue from: a last.pt, or a state folder (--state-out)")
     p.add_argument("--init", help="start from these weights: a model id or a .safetensors file (fine-tuning)")
     p.add_argument("--val", help="folder or URL of validation images, coded to real bitstreams periodically")
     p.add_argument("--val-minutes", type=float, default=10, help="minutes between validations")
@@ -405,6 +496,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--m", type=int, default=160)
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (fast only on CPUs with AVX-512 BF16, and on GPUs)")
+    p.add_argument("--channels-last", action="store_true", help="NHWC tensors (tensor cores, oneDNN)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the training step's model (pays on GPUs)")
+    p.add_argument("--warmup-steps", type=int, default=0,
+                   help="ramp the learning rate up over this many steps of a fresh optimiser (from scratch, or "
+                        "resuming a state without Adam's moments)")
+    p.add_argument("--window-minutes", type=float, default=0,
+                   help="stop after this many minutes of training in this process, the learning-rate schedule "
+                        "following the whole --minutes/--steps budget (one GPU window of a chain)")
+    p.add_argument("--state-out", help="also write each checkpoint as a state folder of ≤ 15 MiB files "
+                                       "(jobs/train_state.py), which --resume takes")
+    p.add_argument("--state-without-moments", action="store_true",
+                   help="leave Adam's moments out of --state-out (half the bytes; the next run warms Adam up again)")
     p.add_argument("--rate", choices=("noise", "rounded"), default="noise",
                    help="rate estimate: of noisy latents (training from scratch), or of the rounded latents the "
                         "coder codes, with straight-through gradients (fine-tuning: the noisy estimate overstates low rates)")

@@ -232,7 +232,7 @@ def test_training_and_refinement_minimise_the_same_rd_loss(monkeypatch):
     torch.manual_seed(0)
     net = TNGModel(8, 8)
     x, q = torch.rand(2, 3, 64, 64), torch.tensor([2.0, 5.0])
-    loss, bpp, _ = tng.jobs.train.train_step(net, torch.optim.SGD(net.parameters(), lr=0.0), x, q, bf16=False)
+    loss, bpp, _ = tng.jobs.train.train_step(net, torch.optim.SGD(net.parameters(), lr=0.0), x, q, bf16=False).tolist()
     assert len(calls) == 1 and loss == pytest.approx(calls[0].loss.mean().item()) and bpp == pytest.approx(calls[0].bpp.mean().item())
     gain, inv_gain = net.gains(q[:1])
     with torch.no_grad():

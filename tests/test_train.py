@@ -1,6 +1,7 @@
 """`tng train` on a few tiny images: runs, checkpoints, resumes, and lowers the loss."""
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -140,7 +141,8 @@ def test_two_ray_workers_keep_identical_weights_and_resume_both_ways(tmp_path, c
         # Every rank hashed its own weights after the last step: DDP kept them bit-identical, and
         # rank 0 saved exactly those, in the single-process format.
         ck = torch.load(out / "last.pt", weights_only=True)
-        assert set(ck) == {"model", "optimizer", "step", "elapsed", "n", "m", "synthesis", "context"} and ck["step"] == 4
+        assert set(ck) == {"model", "optimizer", "step", "elapsed", "n", "m", "synthesis", "context", "seed", "opt_start",
+                       "pixels"} and ck["step"] == 4
         assert result["step"] == 4 and result["digests"] == [weights_digest(ck["model"])] * 2
         # A 2-worker checkpoint resumes in one process...
         assert main(["train", *common, "--steps", "6", "--resume", str(out / "last.pt")]) == 0
@@ -290,26 +292,203 @@ def test_a_checkerboard_context_is_added_trained_jointly_and_exported(tmp_path, 
 
 
 def test_the_gpu_training_script_runs_as_written(tmp_path):
-    """scripts/gpu-train, as a lent GPU runs it (here on the CPU, a few seconds): it fine-tunes the
-    default model with a checkerboard context and leaves weights that load and code, its log and env."""
-    import os
+    """scripts/gpu-train from this checkout, as a lent GPU runs it (here on the CPU, a few seconds):
+    the bigger model from scratch, its state exported to weights whose integer decoder is exact."""
     import subprocess
     import sys
 
     data = _smooth_photos(tmp_path / "data", 1, seed=6, side=256)
     out = tmp_path / "out"
-    env = dict(os.environ, PYTHON=sys.executable, DATA=str(data), OUT=str(out), TRAIN_DIR=str(tmp_path / "run"), BATCH="1")
+    env = dict(os.environ, PYTHON=sys.executable, DATA=str(data), OUT=str(out), TRAIN_DIR=str(tmp_path / "run"),
+               BATCH="1", STATE_DIRS=str(tmp_path / "no-state"))  # not the state a session may have beside it
     root = Path(__file__).parents[1]
     r = subprocess.run(["bash", "scripts/gpu-train", "0.02", "--", "--threads", "2"], cwd=root, env=env,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "checkerboard context model added" in (out / "train.log").read_text()
+    assert "from scratch at 128/192" in (out / "train.log").read_text()
     assert "torch" in (out / "env.txt").read_text()
+    assert main(["export", str(out), str(tmp_path / "w.safetensors"), "--model-id", "1001", "--name", "chain"]) == 0
     from tng.codec import Codec
     from tng.codec.registry import load_weights
 
-    lm = load_weights(out / "candidate.safetensors")
-    assert lm.metadata["context"] == "checkerboard"
+    lm = load_weights(tmp_path / "w.safetensors")
+    assert lm.metadata["context"] == "checkerboard" and (lm.net.n, lm.net.m) == (128, 192)
     img = np.asarray(Image.open(data / "0.png"))[:64, :64].copy()
     enc = Codec(device="cpu", model=lm).encode(img, quality=4)
     assert np.array_equal(Codec(device="cpu", model=lm).decode(enc.data).rgb, enc.reconstruction)
+
+
+def _grads_after_step(model: torch.nn.Module, x: torch.Tensor, q: torch.Tensor, bf16: bool) -> tuple[float, torch.Tensor]:
+    """The loss and the (clipped) gradient of one train_step that leaves the weights as they are."""
+    from tng.jobs.train import train_step
+
+    loss = train_step(model, torch.optim.SGD(model.parameters(), lr=0.0), x, q, bf16)[0].item()
+    return loss, torch.cat([p.grad.flatten() for p in model.parameters()])
+
+
+def test_fast_path_matches_the_reference_path():
+    """bf16 autocast and channels-last (what a GPU window trains with) compute the loss and the
+    gradients of the plain fp32 path: within float rounding for the layout, within bf16's for autocast."""
+    import copy
+
+    from tng.codec.model import TNGModel
+
+    torch.manual_seed(0)
+    ref = TNGModel(32, 48, context="checkerboard")
+    x = torch.nn.functional.interpolate(torch.rand(2, 3, 16, 16), size=128, mode="bicubic").clamp(0, 1)
+    q = torch.tensor([2.0, 6.5])
+    torch.manual_seed(1)
+    loss0, g0 = _grads_after_step(ref, x, q, bf16=False)
+    nhwc = copy.deepcopy(ref).to(memory_format=torch.channels_last)
+    xl = x.contiguous(memory_format=torch.channels_last)
+    for model, bf16, loss_tol, grad_tol in ((nhwc, False, 2e-4, 3e-3), (nhwc, True, 3e-3, 3e-2)):
+        torch.manual_seed(1)  # the same rate noise
+        loss, g = _grads_after_step(model, xl, q, bf16)
+        assert abs(loss - loss0) <= loss_tol * abs(loss0), (bf16, loss, loss0)
+        rel = ((g - g0).norm() / g0.norm()).item()
+        assert rel <= grad_tol, (bf16, rel)
+        assert torch.equal(torch.cat([p.flatten() for p in model.parameters()]),
+                           torch.cat([p.flatten() for p in ref.parameters()]))
+
+
+def test_crops_are_flipped_windows_of_the_photos_and_follow_the_seed():
+    import random
+
+    from tng.jobs.train import Crops
+
+    rng = np.random.default_rng(3)
+    photos = [rng.integers(0, 255, (70, 90, 3), dtype=np.uint8), rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)]
+    crops = Crops(photos, 48, "cpu")  # the second is smaller than the crop: mirrored up to it
+    assert crops.images[1].shape == (3, 48, 50)
+    a, b = crops.batch(16, random.Random(5)), crops.batch(16, random.Random(5))
+    assert a.dtype == torch.uint8 and a.shape == (16, 3, 48, 48) and torch.equal(a, b)
+    assert not torch.equal(a, crops.batch(16, random.Random(6)))
+    flips_seen = set()
+    for c in a:
+        for flips in ((), (2,), (1,), (2, 1)):
+            c0 = c.flip(flips) if flips else c
+            if any(torch.equal(c0, img[:, y : y + 48, x : x + 48]) for img in crops.images
+                   for y in range(img.shape[1] - 47) for x in range(img.shape[2] - 47)):
+                flips_seen.add(flips)
+                break
+        else:
+            raise AssertionError("a crop that is no window of any photo")
+    assert len(flips_seen) >= 3  # 16 crops: every flip shows up (a chance of 4·(3/4)^16 ≈ 4 % to miss one)
+
+
+def test_training_state_files_resume_the_run(tmp_path, capsys, monkeypatch):
+    """A state folder (what a GPU window hands back) resumes like last.pt; files stay under the
+    size limit; a damaged or missing file is named; without the moments Adam restarts, warmed up."""
+    import tng.jobs.train_state as ts
+    from tng.jobs.common import RunError
+
+    data = _smooth_photos(tmp_path / "data", 2, seed=4, side=96)
+    monkeypatch.setattr(ts, "MAX_FILE", 200_000)  # small files: the state is split into several
+    common = ["--batch", "2", "--crop", "64", "--n", "16", "--m", "24", "--log-every", "2", "--context", "checkerboard"]
+    run = tmp_path / "run"
+    assert main(["train", str(data), str(run), "--steps", "4", "--state-out", str(tmp_path / "state"), *common]) == 0
+    capsys.readouterr()
+    files = sorted(p.name for p in (tmp_path / "state").iterdir())
+    assert len([f for f in files if f.startswith("weights-s4-")]) > 1 and any(f.startswith("adam-s4-") for f in files)
+    assert all((tmp_path / "state" / f).stat().st_size <= 200_000 + 8192 for f in files)
+    ck, st = torch.load(run / "last.pt", weights_only=True), ts.load_state(tmp_path / "state")
+    assert st["step"] == ck["step"] == 4 and st["pixels"] == 4 * 2 * 64 * 64
+    assert all(torch.equal(st["model"][k], v.float()) for k, v in ck["model"].items())
+    for i, s in ck["optimizer"]["state"].items():
+        for k in ("exp_avg", "exp_avg_sq"):
+            assert torch.allclose(st["optimizer"]["state"][i][k], s[k], rtol=1e-2, atol=0)
+    # Resumed from the state or from last.pt, the next steps are the same run.
+    for src, out in ((tmp_path / "state", "a"), (run / "last.pt", "b")):
+        assert main(["train", str(data), str(tmp_path / out), "--steps", "8", "--resume", str(src), *common]) == 0
+    text = capsys.readouterr().out
+    assert text.count("at step 4") == 2 and "Adam restarts" not in text
+    la, lb = (_losses(part) for part in text.split("resumed")[1:])
+    assert np.allclose(la, lb, rtol=0.02), (la, lb)
+    # Without the moments: Adam starts again and the learning rate ramps up from the resumed step.
+    assert main(["train", str(data), str(run), "--steps", "6", "--resume", str(run / "last.pt"), "--state-out",
+                 str(tmp_path / "light"), "--state-without-moments", *common]) == 0
+    capsys.readouterr()
+    assert not any(p.name.startswith("adam-") for p in (tmp_path / "light").iterdir())
+    assert main(["train", str(data), str(tmp_path / "c"), "--steps", "10", "--resume", str(tmp_path / "light"),
+                 "--warmup-steps", "4", *common]) == 0
+    text = capsys.readouterr().out
+    assert "at step 6 " in text and "Adam restarts, warm-up 4 steps" in text
+    # step 8: half way up the 4-step ramp (1.5e-4); step 10: past it, in the last 15 % of the budget (÷10)
+    assert re.findall(r"step (\d+) \S+ lr ([0-9.e+-]+)", text) == [("8", "1.5e-04"), ("10", "3.0e-05")]
+    # Damage is named, not a bare exception.
+    shard = next(p for p in sorted((tmp_path / "state").iterdir()) if p.name.startswith("weights-"))
+    shard.write_bytes(shard.read_bytes()[:-1] + b"x")
+    with pytest.raises(RunError, match="damaged"):
+        ts.load_state(tmp_path / "state")
+    shard.unlink()
+    assert main(["train", str(data), str(tmp_path / "d"), "--steps", "9", "--resume", str(tmp_path / "state"), *common]) == 1
+    assert "lacks weights-s4-" in capsys.readouterr().err
+
+
+def test_gpu_train_windows_chain_on_cpu(tmp_path):
+    """scripts/gpu-train as a chain of windows, on the CPU: a window from scratch hands back its state
+    (≤ 8 files of ≤ 16 MiB, what a device call returns), --prepare carries the newest state with the
+    photos that fit, the next window continues it, and --keep makes a window's state the committed one."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    repo = tmp_path / "repo"  # a checkout of its own: --prepare and --keep write into the repository
+    (repo / "scripts").mkdir(parents=True)
+    shutil.copy(Path(__file__).parents[1] / "scripts" / "gpu-train", repo / "scripts" / "gpu-train")
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    data = _smooth_photos(tmp_path / "photos", 3, seed=5, side=96)
+    shared = tmp_path / "shared-state"  # as ../shared/gpu-state, where a session may find a window's files
+    env = dict(os.environ, PYTHON=sys.executable, SIZE="16,24", TOTAL_MINUTES="2", BATCH="2", CROP="64",
+               LOG_EVERY="2", WARMUP="2", NO_WHEELS="1", STATE_DIRS=f"training/state .gpu/state {shared}")
+
+    def gpu_train(*args: str, **more: str) -> str:
+        r = subprocess.run(["bash", "scripts/gpu-train", *args], cwd=repo, env=dict(env, **more),
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout
+
+    def returned(out: Path) -> dict:
+        files = list(out.iterdir())
+        assert len(files) <= 8 and all(f.stat().st_size <= 16 * 2**20 for f in files), files
+        assert {"state.json", "train.log", "env.txt"} <= {f.name for f in files}
+        return json.loads((out / "state.json").read_text())
+
+    gpu_train("0.05", OUT=str(tmp_path / "w1"), DATA=str(data), TRAIN_DIR=str(tmp_path / "run1"))
+    first = returned(tmp_path / "w1")
+    assert first["step"] >= 1 and (first["n"], first["m"]) == (16, 24)
+    assert "from scratch at 16/24" in (tmp_path / "w1" / "train.log").read_text()
+
+    shutil.copytree(tmp_path / "w1", shared)
+    prepared = gpu_train("--prepare", DATA=str(data))
+    assert re.search(r"\d+ MiB are left for training photos", prepared) and "prepared .gpu/data: 3 of 3 photos" in prepared
+    assert json.loads((repo / ".gpu" / "state" / "state.json").read_text())["step"] == first["step"]
+
+    gpu_train("0.05", OUT=str(tmp_path / "w2"), TRAIN_DIR=str(tmp_path / "run2"))  # on .gpu/data, as on a device
+    second = returned(tmp_path / "w2")
+    log = (tmp_path / "w2" / "train.log").read_text()
+    assert f"resumed .gpu/state at step {first['step']} " in log
+    assert second["step"] > first["step"] and second["elapsed"] > first["elapsed"]
+    assert second["pixels"] == second["step"] * 2 * 64 * 64
+
+    kept = gpu_train("--keep", str(tmp_path / "w2"))
+    assert re.search(r"carries \d+ MiB of a call's 64 MiB", kept)
+    assert json.loads((repo / "training" / "state" / "state.json").read_text())["step"] == second["step"]
+    gpu_train("--prepare", DATA=str(data))  # the committed state is now the newest: nothing more to carry
+    assert not (repo / ".gpu" / "state").exists()
+
+
+def test_a_failed_compile_falls_back_to_the_eager_step(tmp_path, capsys, monkeypatch):
+    """--compile on a device whose compiler breaks must not lose the window: the step runs uncompiled."""
+    class Broken(torch.nn.Module):
+        def forward(self, *args, **kwargs):
+            raise RuntimeError("inductor: no working C compiler\nmore lines")
+
+    monkeypatch.setattr(torch, "compile", lambda net: Broken())
+    data = _smooth_photos(tmp_path / "data", 1, seed=6, side=64)
+    assert main(["train", str(data), str(tmp_path / "run"), "--steps", "4", "--batch", "1", "--crop", "64",
+                 "--n", "16", "--m", "24", "--log-every", "2", "--compile"]) == 0
+    out = capsys.readouterr().out
+    assert "torch.compile failed, training uncompiled: RuntimeError: inductor: no working C compiler" in out
+    assert len(_losses(out)) == 2 and torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 4
