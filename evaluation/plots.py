@@ -4,8 +4,10 @@ Each function returns the PNG as bytes, so a caller can both embed it in HTML an
 """
 from __future__ import annotations
 
+import bisect
 import io
 import math
+from itertools import accumulate
 
 from tng.codec.metrics import msssim_db
 from tng.evaluation.curves import BD_WINDOW
@@ -55,14 +57,22 @@ def rd_plot(curves: dict[str, list[dict]], title: str) -> bytes:
     return _png(fig)
 
 
-def histogram(values: list[float], label: str, title: str, bins: int = 30) -> bytes:
-    """Distribution of one per-image figure, its mean and median marked."""
+def histogram(values, label: str, title: str, bins: int = 30, weights=None) -> bytes:
+    """Distribution of one per-image figure, its mean and median marked. `weights`: how many images
+    each value stands for (a binned distribution: `tng report` on large archives), else one each."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(3.8, 2.9))
-    vals = [v for v in values if v is not None and math.isfinite(v)]
-    if vals:
-        ax.hist(vals, bins=min(bins, max(5, len(vals))), color="#4c72b0", edgecolor="white")
-        mean, median = sum(vals) / len(vals), sorted(vals)[len(vals) // 2]
+    w = [1] * len(values) if weights is None else list(weights)
+    pairs = sorted((float(v), int(n)) for v, n in zip(values, w) if v is not None and math.isfinite(v) and n > 0)
+    if pairs:
+        vals = [v for v, _ in pairs]
+        counts = [n for _, n in pairs]
+        ends = list(accumulate(counts))
+        total = ends[-1]
+        ax.hist(vals, bins=min(bins, max(5, total)), weights=None if weights is None else counts,
+                color="#4c72b0", edgecolor="white")
+        # the median marked is the upper one: the value of the image at index total // 2 in sorted order
+        mean, median = sum(v * n for v, n in pairs) / total, vals[bisect.bisect_right(ends, total // 2)]
         ax.axvline(mean, color="#c44e52", lw=1.6, label=f"mean {mean:.3g}")
         ax.axvline(median, color="#55a868", lw=1.6, ls="--", label=f"median {median:.3g}")
         ax.legend(loc="best", fontsize="small")

@@ -15,11 +15,17 @@ rows are written to new shards unchanged (`encoded_at` included). So the reading
 current rows at every moment, and rows written meanwhile by a run are never touched. `current_rows` applies it; with `--incremental` a rerun never writes a second `ok` row for a
 key whose source is unchanged, so archives read with pyarrow, pandas or DuckDB stay simple:
 `SELECT * FROM shards QUALIFY row_number() OVER (PARTITION BY key ORDER BY encoded_at DESC) = 1`.
+
+Archives larger than memory: `current_row_partitions` applies the rule one hash partition of the
+keys at a time (`key_partition`: the partitions of compress and decompress too), from rows
+spilled to a local folder, so that a reader holds one partition and never every key.
 """
 from __future__ import annotations
 
 import io
 import posixpath
+import zlib
+from collections.abc import Iterable, Iterator
 
 import fsspec
 import pyarrow as pa
@@ -131,3 +137,37 @@ def current_rows(table: pa.Table) -> pa.Table:
     keep = df.sort_values(["key", "encoded_at", "_ok"]).groupby("key", sort=True).tail(1)["_i"].sort_values()
     return table.take(pa.array(keep.to_numpy()))
 
+
+def key_partition(keys: pa.Array, parts: int) -> pa.Array:
+    """Each key's partition of `parts` (crc32): how compress, decompress, audit and report split keys."""
+    return pa.array([zlib.crc32(k.encode()) % parts for k in keys.to_pylist()], pa.int32())
+
+
+def current_row_partitions(tables: Iterable[pa.Table], parts: int, spill: str) -> Iterator[pa.Table]:
+    """The current row of every key (`current_rows`), one partition of the keys at a time.
+
+    Every row of `tables` (the archive's, any number at a time, e.g. a shard's; one schema) is first
+    written to the local folder `spill` (empty or absent), under its key's partition of `parts`; then
+    each partition is read back and its current rows found alone: a key's rows all land in its
+    partition. Memory: one table of `tables` while spilling (Arrow IPC files, written as they come),
+    then one partition, about rows / parts; disk: every row given.
+    """
+    import itertools
+    import os
+
+    import pyarrow.dataset as ds
+
+    tables = iter(tables)
+    first = next((t for t in tables if t.num_rows), None)
+    if first is None:
+        return
+    schema = first.schema.append(pa.field("_part", pa.int32()))
+    batches = (batch for t in itertools.chain([first], tables) if t.num_rows
+               for batch in t.append_column("_part", key_partition(t["key"], parts)).to_batches())
+    ds.write_dataset(pa.RecordBatchReader.from_batches(schema, batches), spill, format="arrow",
+                     partitioning=ds.partitioning(pa.schema([schema.field("_part")]), flavor="hive"),
+                     max_partitions=parts, use_threads=False)
+    for part in range(parts):
+        folder = os.path.join(spill, f"_part={part}")
+        if os.path.isdir(folder):
+            yield current_rows(ds.dataset(folder, format="arrow").to_table())

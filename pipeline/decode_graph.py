@@ -7,6 +7,7 @@
       ─▶ decode(selected, ...)  tasks read the picked rows' streams, a shard at a time ─▶ DecodeActor
                            pool (stages.py): each row's file, its hash and whether it matches, PSNR
                            against the source when given; a row's failure is its `error`, never the run's
+                           ─▶ (audit) tasks make each output block one Arrow chunk (`_one_chunk`)
 
 Everything that shuffles runs in `select`, before the actors exist and take the CPUs; `decode` only
 maps (run.py: why tasks beside the actors reserve no CPU).
@@ -82,6 +83,8 @@ def decode(selected: Dataset, archive: str, opts: dict, address: str | None, wor
                         fn_constructor_kwargs={"threads": pool.threads, "source_root": source,
                                                "storage_options": opts, "files": files},
                         **pool.map_args())
+    if not files:  # audit: many small rows (see _one_chunk)
+        ds = ds.map_batches(_one_chunk, batch_size=None, batch_format="pyarrow", **task_remote_args())
     try:
         yield from ds.iter_rows()
     except Exception as e:  # a shard or a task failed (a row's own failure is its `error`)
@@ -94,7 +97,7 @@ def _tag_rows(batch: pa.Table, url: str, opts: dict, parts: int) -> pa.Table:
     import pyarrow.parquet as pq
 
     from tng.pipeline.archive import SCHEMA, open_fs
-    from tng.pipeline.pending import key_partition
+    from tng.pipeline.archive import key_partition
 
     fs, _ = open_fs(url, opts)
     tables = []
@@ -131,6 +134,14 @@ def in_sample(key: str, fraction: float) -> bool:
 
 def _unchanged(t: pa.Table) -> pa.Table:
     return t
+
+
+def _one_chunk(t: pa.Table) -> pa.Table:
+    """The actors' output block as one Arrow chunk. Ray Data builds it of one chunk per batch of 4
+    rows, and the driver pays ~11 KB a chunk to read a block: 115 MB for an audit's block of 40,000
+    small rows (no files), whose size grows with the archive up to a partition; one chunk costs it
+    the rows' bytes, 12 MB there (BENCHMARKS.md)."""
+    return t.combine_chunks()
 
 
 def _fetch(t: pa.Table, url: str, opts: dict) -> Iterator[pa.Table]:

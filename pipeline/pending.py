@@ -20,13 +20,12 @@ find each key's current row without the driver (decode_graph.py).
 from __future__ import annotations
 
 import math
-import zlib
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .archive import SCHEMA, current_rows, open_fs, shard_paths
+from .archive import SCHEMA, current_rows, key_partition, open_fs, shard_paths
 
 PARTITION_ROWS = 50_000  # listing rows per partition: a partition is resolved in one task's memory
 MAX_SHUFFLE_PARTITIONS = 64
@@ -84,10 +83,6 @@ def shard_dataset(shards: list[str]):
     import ray
 
     return ray.data.from_items([{"path": p} for p in shards], override_num_blocks=min(len(shards), 200))
-
-
-def key_partition(keys: pa.Array, parts: int) -> pa.Array:
-    return pa.array([zlib.crc32(k.encode()) % parts for k in keys.to_pylist()], pa.int32())
 
 
 def _tag_listing(t: pa.Table, parts: int) -> pa.Table:

@@ -67,8 +67,10 @@ def test_auto_keeps_the_smallest_file_that_reaches_each_images_target(ray_local,
                  str(tmp_path / "audit.json")]) == 0
     audit = json.loads((tmp_path / "audit.json").read_text())
     assert audit["rows_checked"] == 5 and not audit["psnr_mismatches"]
-    assert {k: v["recomputed"] for k, v in audit["psnr_vs_source"].items()} == pytest.approx(
-        {k: rows[k]["psnr"] for k in audit["psnr_vs_source"]})
+    figures = (tmp_path / "audit.figures.jsonl").read_text().splitlines()  # next to the report, one line a key
+    recomputed = {f["key"]: f["psnr"] for f in map(json.loads, figures)}
+    assert len(recomputed) == len(figures) == 5 and audit["psnr_vs_source"]["images"] == 5
+    assert recomputed == pytest.approx({k: rows[k]["psnr"] for k in recomputed})
 
     assert main(["report", str(arch), str(tmp_path / "report")]) == 0
     choice = json.loads((tmp_path / "report" / "summary.json").read_text())["codec_choice"]

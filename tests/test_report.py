@@ -5,14 +5,17 @@ in headless Chromium, which must find every section and display every picture.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -20,6 +23,7 @@ import pytest
 from PIL import Image
 
 from tng.jobs.cli import main
+from tng.jobs.report import RESOLUTIONS, reason_class
 
 SECTIONS = ["summary", "codecs", "distributions", "formats", "resolutions", "worst", "errors", "rd-study"]
 ODD_KEY = "<i>odd</i> & name.png"  # must be escaped in HTML
@@ -156,15 +160,13 @@ def test_rd_study(report):
 
 
 def test_rd_sample_is_spread_and_reproducible():
-    import pandas as pd
+    from tng.jobs.report import stratified
 
-    from tng.jobs.report import sample_rows
-
-    df = pd.DataFrame({"key": [f"k{i:03d}" for i in range(100)]})
-    a, b = sample_rows(df, 10, seed=3), sample_rows(df, 10, seed=3)
-    assert list(a["key"]) == list(b["key"]) != list(sample_rows(df, 10, seed=4)["key"])
-    idx = [int(k[1:]) for k in a["key"]]
-    assert [i // 10 for i in idx] == list(range(10))  # one per tenth of the archive
+    keys = [f"k{i:03d}" for i in range(100)]
+    a, b = stratified(iter(keys), 100, 10, seed=3), stratified(iter(keys), 100, 10, seed=3)
+    assert a == b != stratified(iter(keys), 100, 10, seed=4)
+    assert [int(k[1:]) // 10 for k in a] == list(range(10))  # one per tenth of the archive
+    assert stratified(iter(keys), 100, 100, seed=3) == keys
 
 
 def test_bd_rates_on_known_curves():
@@ -260,6 +262,232 @@ def test_report_of_an_archive_of_errors_only(tmp_path, ray_local, capsys):
     s = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert s["headline"]["errors"] == 1 and s["headline"]["ok"] == 0 and s["worst"] == []
     assert s["rd_study"]["error"] and "Errors by reason" in (tmp_path / "out" / "report.html").read_text()
+
+
+# ---------------------------------------------------------------------------------------------- aggregates
+# The report never holds the rows (jobs/report.py: a Tally over the partitions of the current rows);
+# its figures must equal the plain computation over every current row, made here with pandas.
+
+def _pandas_figures(cur: pd.DataFrame, worst: int) -> dict:
+    """What the report states, computed from the current rows in one DataFrame."""
+    from tng.codec.formats import LOSSY
+
+    ok = cur[cur["status"] == "ok"]
+    lossy = ok[ok["codec"].isin(LOSSY)]
+    tng = ok[ok["codec"] == "tng"]
+
+    def mean(s):
+        return float(s.mean()) if s.notna().any() else None
+
+    def group(part):
+        lp = part[part["codec"].isin(LOSSY)]
+        b_in, b_out = int(part["source_bytes"].sum()), int(part["bitstream_bytes"].sum())
+        return {"images": len(part), "kept_as_source": int((part["codec"] == "source").sum()),
+                "jpeg_lossless": int((part["codec"] == "jpeg-jxl").sum()), "bytes_in": b_in, "bytes_out": b_out,
+                "savings": 1 - b_out / b_in if b_in else None, "mean_bpp": mean(lp["bpp"]),
+                "mean_psnr": mean(lp["psnr"])}
+
+    def reasons(rows, column):
+        kinds = rows[column].fillna("unknown").map(reason_class)
+        return sorted(((k, len(p), sorted(p["key"])[:5]) for k, p in rows.groupby(kinds)), key=lambda r: (-r[1], r[0]))
+
+    def stats(s):
+        v = s[np.isfinite(s)].to_numpy(float)
+        if not len(v):
+            return None
+        q = np.percentile(v, [5, 25, 50, 75, 95])
+        return dict(count=len(v), mean=v.mean(), min=v.min(), p5=q[0], p25=q[1], median=q[2], p75=q[3], p95=q[4],
+                    max=v.max())
+
+    mp = ok["width"].astype(float) * ok["height"] / 1e6
+    targeted = ok[ok["target_psnr"].notna()]
+    choice = {c: {"images_reached": int(targeted[f"bytes_{c}"].notna().sum()),
+                  "bytes_needed": int(targeted[f"bytes_{c}"].sum()),
+                  "bytes_kept_same_images": int(targeted.loc[targeted[f"bytes_{c}"].notna(), "bitstream_bytes"].sum()),
+                  "chosen": int((targeted["codec"] == c).sum())}
+              for c in LOSSY if targeted[f"bytes_{c}"].notna().any() or (targeted["codec"] == c).any()}
+    times = cur["encoded_at"].dropna()
+    return {
+        "headline": {**group(ok), "keys": len(cur), "ok": len(ok), "errors": int((cur["status"] != "ok").sum()),
+                     "coded_by_tng": len(tng), "mean_ms_ssim": mean(lossy["ms_ssim"]),
+                     "megapixels": float(mp.sum()) if len(ok) else 0.0,
+                     "models": {str(int(k)): int(v) for k, v in tng["model_id"].value_counts().sort_index().items()},
+                     "qualities": {f"{k:g}": int(v)
+                                   for k, v in tng["quality"].round(2).value_counts().sort_index().items()}},
+        "by_codec": {c: group(p) for c, p in ok.groupby("codec")},
+        "by_format": {f: group(p) for f, p in ok.groupby(ok["source_format"].fillna("unknown"))},
+        "by_resolution": {label: group(ok[(mp >= lo) & (mp < hi)]) for lo, hi, label in RESOLUTIONS
+                          if ((mp >= lo) & (mp < hi)).any()},
+        "distributions": {f: stats(lossy[f]) for f in ("bpp", "psnr", "ms_ssim")},
+        "worst": list(lossy[lossy["psnr"].notna()].sort_values(["psnr", "key"])["key"][:worst]),
+        "errors": reasons(cur[cur["status"] != "ok"], "error"),
+        "kept": reasons(ok[(ok["codec"] == "source") & ok["note"].notna()], "note"),
+        "codec_choice": {"images": len(targeted), "bytes_kept": int(targeted["bitstream_bytes"].sum()),
+                         "codecs": choice} if len(targeted) else None,
+        "encoded": [times.min().isoformat(), times.max().isoformat()],
+    }
+
+
+def _same(got, want, where: str = "") -> None:
+    """got == want, floats to 1e-9 (the same sums, added in another order), nested, saying where not."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and set(got) == set(want), (where, got, want)
+        for k in want:
+            _same(got[k], want[k], f"{where}.{k}")
+    elif isinstance(want, (list, tuple)):
+        assert len(got) == len(want), (where, got, want)
+        for i, (g, w) in enumerate(zip(got, want)):
+            _same(g, w, f"{where}[{i}]")
+    elif isinstance(want, float) and got is not None:
+        assert got == pytest.approx(want, rel=1e-9), where
+    else:
+        assert got == want, (where, got, want)
+
+
+def _assert_report_equals_pandas(s: dict, cur: pd.DataFrame, worst: int) -> None:
+    want = _pandas_figures(cur, worst)
+    _same({k: s["headline"][k] for k in want["headline"]}, want["headline"], "headline")
+    for name, label in (("by_codec", "codec"), ("by_format", "format"), ("by_resolution", "resolution")):
+        _same({g[label]: {k: g[k] for k in GROUP} for g in s[name]}, want[name], name)
+    assert [g["resolution"] for g in s["by_resolution"]] == list(want["by_resolution"])  # in RESOLUTIONS' order
+    by_images = sorted(want["by_format"], key=lambda f: -want["by_format"][f]["images"])  # ties: by name
+    assert [g["format"] for g in s["by_format"]] == by_images
+    _same(s["distributions"], want["distributions"], "distributions")
+    assert [w["key"] for w in s["worst"]] == want["worst"]
+    for name in ("errors", "kept"):
+        assert [(e["kind"], e["count"], e["keys"]) for e in s[name]] == want[name], name
+        for e in s[name]:  # the example is the first key's reason
+            assert reason_class(e["reason"]) == e["kind"] and e["reason"] == _reason_of(cur, e["keys"][0], name)
+    got = s["codec_choice"] and {**s["codec_choice"], "codecs": {c["codec"]: {k: c[k] for k in (
+        "images_reached", "bytes_needed", "bytes_kept_same_images", "chosen")} for c in s["codec_choice"]["codecs"]}}
+    assert got == want["codec_choice"]
+    assert [s["storage"]["first_encoded"], s["storage"]["last_encoded"]] == want["encoded"]
+
+
+GROUP = ("images", "kept_as_source", "jpeg_lossless", "bytes_in", "bytes_out", "savings", "mean_bpp", "mean_psnr")
+
+
+def _reason_of(cur: pd.DataFrame, key: str, name: str) -> str:
+    reason = cur.set_index("key").loc[key, "error" if name == "errors" else "note"]
+    return "unknown" if pd.isna(reason) or not reason else reason
+
+
+def test_aggregates_equal_pandas_on_the_compressed_archive(archive, report):
+    _, arch = archive
+    _, s = report
+    _assert_report_equals_pandas(s, _current(arch).to_pandas(), worst=3)
+
+
+def _metadata_archive(root: Path, n: int) -> None:
+    """Rows of every form and status, written with pyarrow (no codec): two runs, the second rewriting
+    every 7th key one hour later (ok rows turned errors and back), a tie at the same time that the ok
+    row must win, missing and NaN figures, unknown formats, targets with and without each codec's bytes."""
+    from tng.pipeline.archive import SCHEMA, table_bytes
+
+    rng = np.random.default_rng(1)
+    t0 = dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)
+    codecs = ["tng", "tng", "tng", "avif", "jxl", "jpeg-jxl", "source", "jxl-lossless", None]
+    reasons = ["cannot identify image file 'a{}.png'", "truncated: {} bytes missing", "image of {} pixels is too large"]
+
+    def row(i: int, run: int) -> dict:
+        codec = codecs[(i + run) % len(codecs)]
+        w, h = int(rng.choice([40, 700, 2500, 9000])), int(rng.choice([30, 600, 2000]))
+        r = {"key": f"d{i % 13}/k{i:05d}", "source_uri": f"/src/k{i}", "source_bytes": int(rng.integers(1, 10**7)),
+             "source_sha256": f"{i:064x}", "source_format": [None, "PNG", "JPEG", "TIFF"][i % 4], "width": w,
+             "height": h, "codec": codec, "bitstream": b"", "bitstream_bytes": int(rng.integers(1, 10**6)),
+             "status": "ok", "run_id": f"run{run}", "encoded_at": t0 + dt.timedelta(hours=run, microseconds=i)}
+        if codec is None:
+            reason = None if i % 10 == 0 else reasons[i % 3].format(rng.integers(10**6))
+            return {**r, "status": "error", "error": reason}
+        if codec == "source" and i % 2:
+            r["note"] = f"no codec made it smaller than {rng.integers(10**6)} bytes"
+        if codec in ("tng", "avif", "jxl"):
+            r.update(bpp=float(rng.lognormal(-1, 0.5)), psnr=float("nan") if i % 50 == 0 else float(rng.normal(32, 3)),
+                     ms_ssim=None if i % 3 == 0 else float(rng.uniform(0.8, 1)))
+            if codec == "tng":
+                r.update(quality=float(rng.choice([4.0, 6.0, 5.123])), model_id=int(rng.choice([6, 7])))
+            if i % 2:
+                r["target_psnr"] = 33.0
+                r.update({f"bytes_{c}": int(rng.integers(1, 10**6))
+                          for c in ("tng", "avif", "jxl") if rng.random() < 0.7})
+        return r
+
+    rows = [row(i, 0) for i in range(n)] + [row(i, 1) for i in range(0, n, 7)]
+    tie = dict(rows[3], status="error", error="lost a race", codec=None)  # same time as its ok row: ok wins
+    rows.append(tie)
+    (root / "shards").mkdir(parents=True)
+    for part, start in enumerate(range(0, len(rows), 400)):
+        table = pa.Table.from_pylist(rows[start:start + 400], schema=SCHEMA)
+        (root / "shards" / f"r-{part:03d}.parquet").write_bytes(table_bytes(table))
+
+
+def test_aggregates_equal_pandas_over_many_partitions(tmp_path, monkeypatch):
+    """A metadata archive of every form, read as many small partitions (the spill and the current-row
+    rule per partition), with the distributions past their exact size: figures as pandas has them (the
+    quantiles within the sketch's bound), and the RD study's sample as sorting every key would draw it."""
+    import tng.jobs.report as report_module
+
+    arch = tmp_path / "arch"
+    _metadata_archive(arch, 2000)
+    cur = _current(arch).to_pandas()
+    assert cur["key"].is_unique and len(cur) == 2000 and (cur["run_id"] == "run1").sum() == 286
+    assert cur.set_index("key").loc["d3/k00003", "status"] == "ok"  # the tie
+    monkeypatch.setattr(report_module, "PARTITION_KEYS", 150)  # 6 shards -> 40 partitions of ~50 keys
+    assert main(["report", str(arch), str(tmp_path / "exact"), "--worst", "5"]) == 0
+    _assert_report_equals_pandas(json.loads((tmp_path / "exact" / "summary.json").read_text()), cur, worst=5)
+
+    monkeypatch.setattr(report_module, "EXACT_VALUES", 100)  # ~1,100 lossy values: binned
+    assert main(["report", str(arch), str(tmp_path / "binned"), "--worst", "5"]) == 0
+    binned = json.loads((tmp_path / "binned" / "summary.json").read_text())["distributions"]
+    want = _pandas_figures(cur, 5)["distributions"]
+    for name, d in want.items():
+        assert binned[name] == pytest.approx(d, rel=report_module.RELATIVE_ACCURACY), name
+        assert (binned[name]["count"], binned[name]["min"], binned[name]["max"]) == (d["count"], d["min"], d["max"])
+    assert (tmp_path / "binned" / "plots" / "psnr.png").stat().st_size > 1000
+
+    a = report_module.load_archive(str(arch), {}, worst=0, sample=(10, 3))
+    ok = sorted(cur.loc[cur["status"] == "ok", "key"])
+    rng = random.Random(3)
+    edges = np.linspace(0, len(ok), 11).astype(int)
+    assert [k for k, _, _ in a.sample] == [ok[rng.randrange(lo, hi)] for lo, hi in zip(edges, edges[1:])]
+
+
+def test_distribution_quantiles_within_the_bound(monkeypatch):
+    import tng.jobs.report as report_module
+    from tng.jobs.report import RELATIVE_ACCURACY, Distribution
+
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.lognormal(0, 2, 5000), -rng.lognormal(0, 1, 500), np.zeros(7), [np.nan, np.inf]])
+    exact, binned = Distribution(), Distribution()
+    for block in np.array_split(values, 9):
+        exact.add(block)
+    monkeypatch.setattr(report_module, "EXACT_VALUES", 1000)  # binned from the second block on
+    for block in np.array_split(values, 9):
+        binned.add(block)
+    finite = values[np.isfinite(values)]
+    ps = [0, 1, 5, 25, 50, 75, 95, 99, 100]
+    assert exact.percentiles(ps) == list(np.percentile(finite, ps))
+    assert binned.percentiles(ps) == pytest.approx(list(np.percentile(finite, ps)), rel=RELATIVE_ACCURACY)
+    assert (binned.count, binned.min, binned.max) == (len(finite), finite.min(), finite.max())
+    assert binned.total == pytest.approx(finite.sum(), rel=1e-12)
+    v, w = binned.weighted_values()
+    assert w.sum() == len(finite) and len(v) < len(finite)
+
+
+def test_reasons_are_bounded(monkeypatch):
+    """Errors by kind, a block at a time: per kind the count and the first 5 keys; kinds past the cap
+    are counted as one entry, so any number of distinct reasons costs the same memory."""
+    import tng.jobs.report as report_module
+
+    monkeypatch.setattr(report_module, "MAX_REASON_KINDS", 3)
+    r = report_module.Reasons()
+    r.add([f"k{i:02d}" for i in range(20, 0, -1)], [f"disk {i % 2} failed: 'f{i}'" for i in range(20, 0, -1)])
+    r.add(["a", "b", "c", "d"], ["timeout after 5 s", None, "x: broken", "y: broken"])
+    entries = r.entries()
+    assert [(e["kind"], e["count"]) for e in entries] == [("disk N failed: '…'", 20), ("timeout after N s", 1),
+                                                         ("unknown", 1), ("other", 2)]
+    assert entries[0]["keys"] == ["k01", "k02", "k03", "k04", "k05"] and entries[0]["reason"] == "disk 1 failed: 'f1'"
+    assert entries[-1]["keys"] == ["c", "d"] and entries[-1]["reason"].endswith("e.g. x: broken")
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
