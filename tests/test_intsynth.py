@@ -3,18 +3,21 @@ count, sums provably exact, and a training forward that is the decoder's network
 from __future__ import annotations
 
 import dataclasses
+import lzma
 import math
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 
 from tng.codec import Codec, container
 from tng.codec.images import DEFAULT_MAX_PIXELS
 from tng.codec.intsynth import WIDE_MARGIN, Int8Synthesis, QuantSynthesis, has_vnni, integer_tensors, interleave, polyphase
 from tng.codec.model import TNGModel
-from tng.codec.registry import DEFAULT_MODEL_ID, export_weights, load_model, load_weights
+from tng.codec.registry import DEFAULT_MODEL_ID, _header_metadata, available_models, export_weights, load_model, load_weights
 
 
 def test_polyphase_convolution_is_the_transposed_convolution():
@@ -42,6 +45,15 @@ def int8_weights(folder):
     net.int8.calibrate(net.g_s, [net.synthesis_input(x, torch.tensor([q])) for q in (1.0, 4.0, 8.0)])
     path = folder / "int8.safetensors"
     export_weights(net.state_dict(), net.n, net.m, 900, path, "int8-test")
+    # Export recomputes the integer hyper-synthesis and the entropy tables in float arithmetic, which
+    # can round differently on this CPU than on the one that shipped model 6: take model 6's stored
+    # ones, so that the two models differ in their synthesis alone on every machine.
+    raw = path.read_bytes()
+    shipped = available_models()[6]
+    base_raw = lzma.decompress(shipped.read_bytes()) if shipped.suffix == ".xz" else shipped.read_bytes()
+    tensors, stored = safetensors.torch.load(raw), safetensors.torch.load(base_raw)
+    tensors.update({k: v for k, v in stored.items() if k.startswith("h_s.") or k in ("y_tables", "y_offsets", "z_table")})
+    save_file(tensors, str(path), metadata=_header_metadata(raw))
     return load_weights(path)
 
 
