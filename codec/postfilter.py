@@ -12,8 +12,8 @@ neighbourhood (k in 1, 3, 5; tile borders replicated, as tiles are coded indepen
     out_c = clamp(R_c + floor((Σ_ch Σ_dy,dx w[c, ch, dy, dx] · R_ch(y+dy, x+dx) + 255·b_c + 2**(s-1)) / 2**s), 0, 255)
 
 with integer weights and biases |w|, |b| <= 127 and a shift s in 0..15 (no rounding term at s = 0).
-Every product is below 2**15 and every sum below 2**23, so an fp32 convolution computes the sums
-exactly in any order on any device, and the pixels are the same everywhere.
+Every product is below 2**15 and every sum below 2**23, so an fp32 convolution (or matrix product)
+computes the sums exactly in any order on any device, and the pixels are the same everywhere.
 
 Stream form (the adaptation section of a version-2 file, codec/container.py), one record per tile:
 
@@ -42,6 +42,7 @@ SHIFTS = range(16)
 SECTION_VERSION = 1  # the adaptation section's own version byte
 FIT_SAMPLES = 1 << 16  # about this many pixels, evenly spaced, make the fit: ample for 76 unknowns
 FIT_BAND = 64  # rows of pixels whose regression rows are built at once
+BAND_VALUES = 2**17  # fp32 values per band of `PostFilter.apply` on a CPU: half a MiB, within a core's L2
 
 
 @dataclass(frozen=True)
@@ -67,18 +68,28 @@ class PostFilter:
 
     def apply(self, rgb: np.ndarray, device: torch.device | str = "cpu") -> np.ndarray:
         """The filtered (h, w, 3) uint8 pixels of a tile's decoded (h, w, 3) uint8 pixels."""
+        h, w = rgb.shape[:2]
         r = self.size // 2
-        x = torch.from_numpy(np.ascontiguousarray(rgb)).to(device).permute(2, 0, 1)[None].float()
-        x = x.contiguous(memory_format=torch.channels_last)  # oneDNN's fast layout for 3→3 channels
-        padded = F.pad(x, (r, r, r, r), mode="replicate") if r else x
-        w = torch.from_numpy(self.weights).to(device=device, dtype=torch.float32)
+        x = torch.from_numpy(np.ascontiguousarray(rgb)).to(device)
+        padded = torch.from_numpy(np.pad(rgb, ((r, r), (r, r), (0, 0)), mode="edge")).to(device) if r else x
         b = torch.from_numpy(self.bias * 255).to(device=device, dtype=torch.float32)
+        weights = torch.from_numpy(self.weights).to(device=device, dtype=torch.float32)
+        colour = weights[:, :, 0, 0].t()
+        out = torch.empty_like(x)
+        # In bands of rows on a CPU, so that the few passes over each value find it in cache.
+        rows = h if torch.device(device).type != "cpu" else max(1, BAND_VALUES // (3 * w))
         with exact_fp32_convolutions():  # integer sums below 2**23: exact in any order, unless TF32/bf16 math rounds them
-            acc = F.conv2d(padded, w, b).to(torch.int32)
-        if self.shift:
-            acc = (acc + (1 << (self.shift - 1))) >> self.shift  # floor division: an arithmetic shift
-        out = (x.to(torch.int32) + acc).clamp_(0, 255).to(torch.uint8)
-        return out[0].permute(1, 2, 0).cpu().numpy()
+            for y0 in range(0, h, rows):
+                y1 = min(y0 + rows, h)
+                if r == 0:  # a colour matrix: a matrix product (oneDNN's 1×1 convolution of 3 channels is slower)
+                    acc = torch.addmm(b, x[y0:y1].reshape(-1, 3).float(), colour).view(y1 - y0, w, 3)
+                else:  # channels-last: oneDNN's fast layout
+                    band = padded[y0 : y1 + 2 * r].permute(2, 0, 1)[None].float().contiguous(memory_format=torch.channels_last)
+                    acc = F.conv2d(band, weights, b)[0].permute(1, 2, 0)
+                if self.shift:  # floor((acc + 2**(s-1)) / 2**s), exact in fp32 for integers below 2**23
+                    acc = acc.add_(1 << (self.shift - 1)).mul_(2.0**-self.shift).floor_()
+                out[y0:y1] = acc.add_(x[y0:y1]).clamp_(0, 255)
+        return out.cpu().numpy()
 
 
 def pack_section(filters: list[PostFilter | None]) -> bytes:
@@ -116,23 +127,25 @@ def _normal_equations(decoded: np.ndarray, err: np.ndarray, k: int) -> tuple[np.
     stand for all of the tile's pixels: X holds each pixel's k×k neighbourhood in every channel (column
     ch·k·k + dy·k + dx, the order of the weights w[c, ch, dy, dx]) and the constant 255; E the error."""
     r = k // 2
-    p = np.pad(decoded, ((r, r), (r, r), (0, 0)), mode="edge").astype(np.float64)
+    p = np.pad(decoded, ((r, r), (r, r), (0, 0)), mode="edge")  # uint8: only the sampled pixels become fp64
     h, w = decoded.shape[:2]
     step = max(1, int(math.sqrt(h * w / FIT_SAMPLES)))
-    a = np.zeros((3 * k * k + 1, 3 * k * k + 1))
-    b = np.zeros((3 * k * k + 1, 3))
+    a = torch.zeros((3 * k * k + 1, 3 * k * k + 1), dtype=torch.float64)
+    b = torch.zeros((3 * k * k + 1, 3), dtype=torch.float64)
     rows = 0
     for y0 in range(0, h, FIT_BAND * step):  # in bands of rows: bounded memory
         y1 = min(y0 + FIT_BAND * step, h)
         cols = [p[y0 + dy : y1 + dy : step, dx : dx + w : step, ch]
                 for ch in range(3) for dy in range(k) for dx in range(k)]
-        cols.append(np.full(cols[0].shape, 255.0))
-        x = np.stack(cols, -1).reshape(-1, len(cols))
-        a += x.T @ x  # fp64: neighbouring pixels are nearly collinear, and fp32 sums would move the fit
-        b += x.T @ err[y0:y1:step, ::step].reshape(-1, 3)
+        cols.append(np.full(cols[0].shape, 255, np.uint8))
+        x = torch.from_numpy(np.stack(cols, -1).reshape(-1, len(cols))).double()
+        # fp64, where these integer sums are exact in any order (fp32's would move the fit: neighbouring
+        # pixels are nearly collinear); torch's, on the threads the codec's convolutions use.
+        a += x.T @ x
+        b += x.T @ torch.from_numpy(np.ascontiguousarray(err[y0:y1:step, ::step])).view(-1, 3)
         rows += len(x)
     scale = h * w / rows
-    return a * scale, b * scale
+    return a.numpy() * scale, b.numpy() * scale
 
 
 def fit(source: np.ndarray, decoded: np.ndarray, lam: float, kernels: tuple[int, ...] = KERNELS,
@@ -145,9 +158,14 @@ def fit(source: np.ndarray, decoded: np.ndarray, lam: float, kernels: tuple[int,
     n = source.shape[0] * source.shape[1]
     target = source.astype(np.float64)
     err = target - decoded
+
+    def sum_sq(d: np.ndarray) -> float:  # a dot product of integers in fp64: exact, in any order
+        t = torch.from_numpy(d).view(-1)
+        return float(torch.dot(t, t))
+
     k_max = max(kernels)
     a, bvec = _normal_equations(decoded, err, k_max)
-    sse0 = float((err**2).sum())
+    sse0 = sum_sq(err)
 
     def loss(sse: float, f: PostFilter | None) -> float:  # λ·255²·MSE + bpp, MSE in [0, 1] units, 3 channels
         return lam * sse / (3 * n) + 8 * (f.nbytes() if f else 1) / n  # no filter: a byte too
@@ -174,7 +192,7 @@ def fit(source: np.ndarray, decoded: np.ndarray, lam: float, kernels: tuple[int,
                 candidate, predicted = f, loss(sse, f)
         if candidate is not None:
             out = candidate.apply(decoded, device)
-            real = loss(float(((target - out) ** 2).sum()), candidate)
+            real = loss(sum_sq(np.subtract(target, out, out=err)), candidate)  # err is no longer needed
             if real < best_loss:
                 best, best_out, best_loss = candidate, out, real
     return best, best_out
