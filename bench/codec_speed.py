@@ -3,12 +3,13 @@ on a 100 MP image, and what batching equal-size images buys (`Codec.encode_batch
 
     .venv/bin/python bench/codec_speed.py [--models 6,7] [--quality 4] [--threads 2] [--runs 5]
         [--compressai-python /work/sidevenv-compressai/bin/python] [--json speed.json]
-        [--big-mp 100] [--batch 16] [--device cpu]
+        [--big-mp 100] [--batch 16] [--device cpu] [--efforts 0,1] [--analysis-dtype auto] [--whole 8]
 
 Speed table: every codec codes the same photo with the same thread count in a warm process; the
 times are medians of --runs runs, after one untimed run.
-- TNG, one row per --models id at --quality: encode = `Codec.encode` (analysis, entropy coding, the
-  synthesis for the PSNR, the container), decode = `Codec.decode`.
+- TNG, one row per --models id and --efforts level at --quality: encode = `Codec.encode` (analysis,
+  entropy coding, the synthesis for the PSNR, the post-filter's fit from effort 1, the container),
+  decode = `Codec.decode`.
 - AVIF (Pillow/libavif: speed 6, 4:4:4, max_threads), JPEG XL (imagecodecs/libjxl: effort 7,
   numthreads) as bench/rd.py runs them (evaluation.measure.baseline_encoders), and WebP (Pillow, method
   6; Pillow gives libwebp no thread option, so it codes on one). Before timing, each one's quality
@@ -27,6 +28,9 @@ times are medians of --runs runs, after one untimed run.
   wheel they fail to import. 1.2.0 needs only torch, numpy and scipy; it builds from source (g++).
   Its MeanScaleHyperprior is the same as 1.2.8's.
 
+Whole photos (--whole N): TNG at each --efforts level and AVIF at the setting matched on the crop,
+on the first N whole val-photos (1-1.7 MP), MP/s over all of them: whether whole photos code as fast
+per pixel as the crop.
 Memory: encode and decode of a --big-mp megapixel image each in a fresh subprocess, peak RSS
 (ru_maxrss) minus the RSS of the same process after loading the model.
 Batching: --batch 256x256 crops of the photo, encoded one by one and as one batch (all in one pass
@@ -145,11 +149,18 @@ def row(codec: str, settings: str, bpp: float | None, psnr: float | None, te: li
             "encode_mp_s": mp / enc, "decode_mp_s": mp / dec, "encode_runs": te, "decode_runs": td}
 
 
-def time_tng(model_id: int, img: np.ndarray, quality: float, runs: int, device: str) -> dict:
+def tng_codec(model_id: int, device: str, effort: int, analysis: str):
+    import torch
+
     from tng.codec import Codec, load_model
 
-    lm = load_model(model_id)
-    codec = Codec(device=device, model=lm, effort=0)
+    dtype = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16}[analysis]
+    return Codec(device=device, model=load_model(model_id), effort=effort, analysis_dtype=dtype)
+
+
+def time_tng(model_id: int, img: np.ndarray, quality: float, runs: int, device: str, effort: int = 0,
+             analysis: str = "auto") -> dict:
+    codec = tng_codec(model_id, device, effort, analysis)
     enc = codec.encode(img, quality=quality)  # warm-up (first use builds the entropy tables)
     codec.decode(enc.data)
     te, td = [], []
@@ -161,7 +172,67 @@ def time_tng(model_id: int, img: np.ndarray, quality: float, runs: int, device: 
         codec.decode(enc.data)
         td.append(time.perf_counter() - t)
     mp = img.shape[0] * img.shape[1] / 1e6
-    return row("TNG", f"model {model_id} ({lm.name}), quality {quality:g}", enc.bpp, enc.psnr, te, td, mp)
+    lm = codec._model(model_id)[0]
+    dtype = str(codec.analysis_dtype).removeprefix("torch.")
+    return row("TNG", f"model {model_id} ({lm.name}), quality {quality:g}, effort {effort}, {dtype} analysis",
+               enc.bpp, enc.psnr, te, td, mp)
+
+
+def val_photos(n: int) -> list[tuple[str, np.ndarray]]:
+    """The first n whole val-photos (sorted by name), as RGB."""
+    folder = ROOT.parent / "shared/datasets/val-photos/wikipedia-photos"
+    out = []
+    for path in sorted(folder.glob("*.png"))[:n]:
+        with Image.open(path) as im:
+            out.append((path.name, np.asarray(im.convert("RGB"))))
+    return out
+
+
+def whole_photos(n: int, model_id: int, quality: float, runs: int, device: str, efforts: list[int], analysis: str,
+                 avif: tuple[dict, float] | None) -> list[dict]:
+    """TNG (each effort) and AVIF (the crop's matched setting) on the first n whole val-photos: per photo
+    the median of `runs` encodes and decodes after a warm-up one; MP/s over all photos together."""
+    photos = val_photos(n)
+    if not photos:
+        print("no val-photos beside this checkout: whole-photo figures skipped")
+        return []
+    mp = sum(p.shape[0] * p.shape[1] for _, p in photos) / 1e6
+
+    def timed(encode: Callable[[np.ndarray], bytes], decode: Callable[[bytes], object]) -> tuple[float, ...]:
+        te = td = bits = first = 0.0
+        for _, p in photos:
+            t = time.perf_counter()
+            data = encode(p)  # the first encode of this photo's tile shapes, as an archive's photos get it
+            first += time.perf_counter() - t
+            decode(data)
+            e, d = [], []
+            for _ in range(runs):
+                t = time.perf_counter()
+                data = encode(p)
+                e.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                decode(data)
+                d.append(time.perf_counter() - t)
+            te, td, bits = te + statistics.median(e), td + statistics.median(d), bits + 8 * len(data)
+        return te, td, bits / (mp * 1e6), first
+
+    out = []
+    for effort in efforts:
+        codec = tng_codec(model_id, device, effort, analysis)
+        te, td, bpp, first = timed(lambda p: codec.encode(p, quality=quality).data, codec.decode)
+        out.append({"codec": "TNG", "settings": f"model {model_id}, quality {quality:g}, effort {effort}",
+                    "bpp": bpp, "encode_mp_s": mp / te, "decode_mp_s": mp / td, "first_encode_mp_s": mp / first})
+    if avif:
+        encode, decode = coder(avif[0])
+        te, td, bpp, first = timed(lambda p: encode(p, avif[1]), decode)
+        out.append({"codec": "AVIF", "settings": f"quality {avif[1]:g}, speed {avif[0].get('speed')}",
+                    "bpp": bpp, "encode_mp_s": mp / te, "decode_mp_s": mp / td, "first_encode_mp_s": mp / first})
+    print(f"whole val-photos: {len(photos)} photos, {mp:.2f} MP, median of {runs} run(s) per photo "
+          f"(first encode: each photo's first, new tile shapes)")
+    for r in out:
+        print(f"  {r['codec']} {r['settings']}: {r['bpp']:.3f} bpp, encode {r['encode_mp_s']:.2f} MP/s "
+              f"(first {r['first_encode_mp_s']:.2f}), decode {r['decode_mp_s']:.2f} MP/s")
+    return out
 
 
 def baseline_encoders(threads: int) -> dict[str, dict]:
@@ -336,6 +407,11 @@ def main() -> None:
     ap.add_argument("--big-mp", type=float, default=100, help="megapixels for the memory figure (0: skip)")
     ap.add_argument("--batch", type=int, default=16, help="256x256 images for the batching figure (0: skip)")
     ap.add_argument("--device", default="cpu", help="TNG's device (the baselines run on the CPU)")
+    ap.add_argument("--efforts", default="0,1", help="TNG effort levels, comma-separated: one row each per model")
+    ap.add_argument("--analysis-dtype", choices=("auto", "fp32", "bf16"), default="auto",
+                    help="TNG's analysis transform (auto: bf16 where the CPU runs it natively)")
+    ap.add_argument("--whole", type=int, default=0,
+                    help="also time TNG and AVIF on the first N whole val-photos (0: skip)")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
     models = [int(m) for m in a.models.split(",")]
@@ -346,16 +422,21 @@ def main() -> None:
 
     torch.set_num_threads(a.threads)
     img, name = photo_768x512()
-    rows = [time_tng(m, img, a.quality, a.runs, a.device) for m in models]
+    efforts = [int(e) for e in a.efforts.split(",")]
+    rows = [time_tng(m, img, a.quality, a.runs, a.device, e, a.analysis_dtype) for m in models for e in efforts]
+    matched = {}
     for codec_name, args in baseline_encoders(a.threads).items():
-        setting = match_bpp(args, img, rows[0]["bpp"])
-        rows.append(time_baseline(codec_name, args, img, setting, a.runs))
+        matched[codec_name] = args, match_bpp(args, img, rows[0]["bpp"])
+        rows.append(time_baseline(codec_name, args, img, matched[codec_name][1], a.runs))
     if a.compressai_python:
         rows += compressai_rows(a.compressai_python, img, a.threads, a.runs)
     env = environment(a.threads, a.device, name)
     print(markdown(env, rows))
     print()
     results = {"environment": env, "command": [sys.executable, *sys.argv], "rows": rows}
+    if a.whole > 0:
+        results["whole"] = whole_photos(a.whole, models[-1], a.quality, a.runs, a.device, efforts, a.analysis_dtype,
+                                        matched.get("AVIF"))
     if a.batch > 0:
         results["batch"] = batch_speed(img, a.batch, models[-1], a.quality, a.runs, a.device)
     if a.big_mp > 0:

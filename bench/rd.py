@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/rd.py FOLDER [--out DIR] [--limit N] [--qualities 1,2,...,8]
                                         [--pil-qualities 5,10,...,95] [--threads 2] [--model-id 1]
-                                        [--baselines-from EARLIER/rd.json]
+                                        [--analysis-dtype auto|fp32|bf16] [--baselines-from EARLIER/rd.json]
 
 Images: png/jpg/jpeg/webp found recursively under FOLDER, sorted by path, read as TNG reads them
 (`codec.open_image`), 8-bit RGB without alpha or metadata. How each codec is run and measured, the
@@ -108,7 +108,7 @@ def environment(args, n_images: int, megapixels: float) -> dict:
         "machine": f"{platform.node()}: {cpu}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}",
         "command": shlex.join([sys.executable, *sys.argv]),
         "tng_model_path": os.environ.get("TNG_MODEL_PATH"),
-        "threads": args.threads, "tng_effort": args.effort,
+        "threads": args.threads, "tng_effort": args.effort, "tng_analysis_dtype": args.analysis_dtype,
         "baselines_from": str(args.baselines_from) if args.baselines_from else None,
         "images": n_images, "megapixels": megapixels, "folder": str(args.folder),
         "tng_model": f"id {lm.model_id} '{lm.name}', weights digest {lm.digest.hex()}",
@@ -211,6 +211,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=2, help="torch threads and AVIF encoder threads")
     ap.add_argument("--model-id", type=int, default=DEFAULT_MODEL_ID, help="TNG model id")
     ap.add_argument("--effort", type=int, default=0, help="TNG's effort level (tng encode --effort; default 0, the plain encode)")
+    ap.add_argument("--analysis-dtype", choices=("auto", "fp32", "bf16"), default="auto",
+                    help="TNG's analysis transform (Codec's analysis_dtype; auto: bf16 where the CPU runs it natively)")
     ap.add_argument("--baselines-from", type=Path, help="an earlier rd.json: reuse its JPEG/WebP/AVIF/JPEG XL points "
                                                         "of the same images (same settings), measure TNG only")
     return ap.parse_args(argv)
@@ -233,7 +235,8 @@ def main(argv=None) -> None:
         print("note: Pillow has no AVIF support (features.check('avif') is False); AVIF skipped")
     if "JPEG XL" not in encoders:
         print("note: imagecodecs with libjxl is not installed; JPEG XL skipped")
-    codec = Codec(model_id=args.model_id, device="cpu", effort=args.effort)
+    dtype = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16}[args.analysis_dtype]
+    codec = Codec(model_id=args.model_id, device="cpu", effort=args.effort, analysis_dtype=dtype)
     print(f"{len(paths)} images; TNG qualities {tng_q}; Pillow qualities {pil_q}; {', '.join(encoders)}")
 
     earlier = earlier_baselines(args.baselines_from, encoders, pil_q) if args.baselines_from else None

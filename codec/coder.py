@@ -45,7 +45,7 @@ from .intnet import ACT_BITS, HyperSynthesis
 from .metrics import psnr
 from .model import LEVELS, STRIDE, lambda_at
 from .postfilter import PostFilter, fit as fit_filter, pack_section, unpack_section
-from .refine import refine_latents
+from .refine import fast_bf16, refine_latents
 from .registry import DEFAULT_MODEL_ID, LoadedModel, load_model
 
 DEFAULT_TILE = 1024
@@ -112,7 +112,10 @@ class Codec:
     """Encoder and decoder with their settings. Models are loaded lazily and cached per id.
 
     device: "cpu", "cuda", ... (default: cuda when available). analysis_dtype: torch.float32 or
-    torch.bfloat16 for the analysis transform (encoder only; streams decode identically either way).
+    torch.bfloat16 for the analysis transform (encoder only: it chooses the symbols, which any decoder
+    decodes identically); default bf16 where the device runs it natively (AVX-512 BF16 or AMX CPUs,
+    GPUs with bf16 units), else fp32. The two choose slightly different symbols (their rates at equal
+    PSNR: BENCHMARKS.md); per machine and dtype the bytes are fixed.
     model: an already loaded model (registry.load_weights) to use instead of the registry's for its id.
     batch_pixels: most (padded) pixels that `encode_batch` sends through the networks at once
     (default: four tiles' worth on a GPU; on CPU one tile at a time, as batches ran slower there, their
@@ -122,14 +125,14 @@ class Codec:
     """
 
     def __init__(self, model_id: int = DEFAULT_MODEL_ID, device: str | None = None,
-                 analysis_dtype: torch.dtype = torch.float32, tile: int = DEFAULT_TILE,
+                 analysis_dtype: torch.dtype | None = None, tile: int = DEFAULT_TILE,
                  max_pixels: int = DEFAULT_MAX_PIXELS, model: LoadedModel | None = None,
                  batch_pixels: int | None = None, effort: int = DEFAULT_EFFORT):
         if tile % STRIDE or not STRIDE <= tile < 2**16:
             raise TNGError(f"tile size must be a multiple of {STRIDE} below 65536, got {tile}")
         self.model_id, self.tile, self.max_pixels = model_id, tile, max_pixels
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.analysis_dtype = analysis_dtype
+        self.analysis_dtype = analysis_dtype or (torch.bfloat16 if fast_bf16(self.device) else torch.float32)
         self.effort = effort_recipe(effort)
         self.batch_pixels = batch_pixels or (1 if self.device.type == "cpu" else 4 * tile * tile)
         self._nets: dict[int, torch.nn.Module] = {}

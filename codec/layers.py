@@ -38,7 +38,6 @@ class GDN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Normalisation in fp32 even under bf16 autocast: x^2 sums lose too much in bf16.
         with torch.autocast(x.device.type, enabled=False):
-            x = x.float()
             c = x.shape[1]
             beta, gamma = self.effective_parameters()
             gamma = gamma.view(c, c, 1, 1)
@@ -46,16 +45,22 @@ class GDN(nn.Module):
             # order, without one it does not (measured), and decoding must not depend on threads.
             beta = beta.view(1, c, 1, 1)
             if torch.is_grad_enabled():
+                x = x.float()
                 norm = torch.sqrt(F.conv2d(x * x, gamma) + beta)
                 return x * norm if self.inverse else x / norm
             # Inference: in place, so a tile needs half the memory, and a band of rows at a time, so
-            # that the band stays in cache through the five passes over it.
+            # that the band stays in cache through the five passes over it. A bf16 input (autocast)
+            # is widened and its output rounded back band by band, in cache: the next convolution
+            # would round it to bf16 anyway, and whole-tensor conversions cost as much as the rest.
+            out = x if x.dtype == torch.float32 else torch.empty_like(x)
             rows = max(1, BAND_VALUES // max(1, x.shape[0] * c * x.shape[3]))
             for a in range(0, x.shape[2], rows):
-                part = x[:, :, a : a + rows]
+                part = x[:, :, a : a + rows].float()  # fp32: a view of x, else a widened copy
                 norm = F.conv2d(part * part, gamma).add_(beta).sqrt_()
                 part.mul_(norm) if self.inverse else part.div_(norm)
-            return x
+                if out is not x:
+                    out[:, :, a : a + rows] = part
+            return out
 
 
 BAND_VALUES = 2**18  # 1 MiB of fp32 values: about a core's L2

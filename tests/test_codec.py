@@ -81,6 +81,32 @@ def test_decode_is_bit_exact_across_threads_and_analysis_dtype(small_photo):
         assert np.array_equal(Codec(device="cuda").decode(enc.data).rgb, dec.rgb)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_the_encoder_is_deterministic_per_machine(photo, dtype):
+    """The same bytes from a fresh codec, again, and on one thread as on two, at the default effort (the
+    post-filter's fit included), for either analysis dtype. (bf16 where the CPU lacks it is emulated:
+    slow, still deterministic.)"""
+    crop = np.ascontiguousarray(photo[:136, :200])
+    threads = torch.get_num_threads()
+    try:
+        runs = []
+        for n in (2, 1, 2):
+            torch.set_num_threads(n)
+            runs.append(Codec(device="cpu", analysis_dtype=dtype).encode(crop, quality=5).data)
+    finally:
+        torch.set_num_threads(threads)
+    assert runs[0] == runs[1] == runs[2]
+    assert Codec(device="cpu", analysis_dtype=dtype, effort=0).encode(crop, quality=5).data != runs[0]  # it fits
+
+
+def test_the_default_analysis_is_bf16_where_native_else_fp32():
+    from tng.codec.refine import fast_bf16
+
+    want = torch.bfloat16 if fast_bf16(torch.device("cpu")) else torch.float32
+    assert Codec(device="cpu").analysis_dtype == want
+    assert Codec(device="cpu", analysis_dtype=torch.float32).analysis_dtype == torch.float32
+
+
 def _exact_by_unfold(z: torch.Tensor, params) -> tuple[torch.Tensor, torch.Tensor]:
     """The integer hyper-synthesis again, with another summation order (unfold + matmul, int64)."""
     x = z.to(torch.int64)

@@ -199,7 +199,8 @@ def test_training_forward_is_the_decoders_network(int8_model):
     """QuantSynthesis (straight-through, float) and the integer decoder give the same image up to
     the rounding of the last step, so that fine-tuning trains what ships."""
     net = int8_model.net
-    codec = Codec(device="cpu", model=int8_model, effort=0)  # the decoder's network alone, no post-filter
+    # the decoder's network alone (no post-filter), on the latents of the same fp32 analysis
+    codec = Codec(device="cpu", model=int8_model, effort=0, analysis_dtype=torch.float32)
     img = _photo(seed=2)
     enc = codec.encode(img, quality=4)
     x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
