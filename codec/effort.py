@@ -42,17 +42,17 @@ class Effort:
 
 
 _SMALL, _ALL = (1, 3), (1, 3, 5)
-LEVELS = (  # encode_time: BENCHMARKS.md, "Effort levels" (768x512 crops, 2 cores, quiet)
+LEVELS = (  # encode_time: BENCHMARKS.md, "Effort levels" (768x512 crops, 2 cores, quiet; 7-9 from their s/MP)
     Effort(0, 0, ()),
-    Effort(1, 0, _SMALL, 1.3),
-    Effort(2, 0, _ALL, 1.6),
-    Effort(3, 5, _ALL, 8),
-    Effort(4, 10, _ALL, 15),
-    Effort(5, 20, _ALL, 27),
-    Effort(6, 40, _ALL, 54),
-    Effort(7, 80, _ALL, 105),
-    Effort(8, 160, _ALL, 210),
-    Effort(9, 320, _ALL, 420),
+    Effort(1, 0, _SMALL, 1.2),
+    Effort(2, 0, _ALL, 1.5),
+    Effort(3, 5, _ALL, 11),
+    Effort(4, 10, _ALL, 21),
+    Effort(5, 20, _ALL, 39),
+    Effort(6, 40, _ALL, 75),
+    Effort(7, 80, _ALL, 140),
+    Effort(8, 160, _ALL, 280),
+    Effort(9, 320, _ALL, 560),
 )
 MAX_EFFORT = len(LEVELS) - 1
 DEFAULT_EFFORT = 1  # the post-filter: a few percent smaller files for a fraction of an encode
