@@ -35,6 +35,7 @@ activation steps fixed by calibration; `integer_tensors` turns it into what a we
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 import torch.nn.functional as F
@@ -195,9 +196,16 @@ def integer_tensors(g_s: nn.Sequential, quant: QuantSynthesis) -> dict[str, torc
     return out
 
 
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA / DNNL_MAX_CPU_ISA) that leave out VNNI, or keep only AVX-VNNI:
+# under them oneDNN's int8 kernels fall back to int16 products that saturate, whatever the CPU has.
+_CAPS_WITHOUT_VNNI = {"SSE41", "AVX", "AVX2", "AVX512_CORE"}
+_CAPS_AVX2_VNNI = {"AVX2_VNNI", "AVX2_VNNI_2"}
+
+
 def has_vnni() -> bool:
-    """Whether this CPU sums int8 products without int16 saturation (AVX-512 VNNI or AVX-VNNI),
-    and torch has oneDNN's int8 convolution: then `Int8Synthesis` uses it."""
+    """Whether oneDNN sums int8 products here without int16 saturation (AVX-512 VNNI or AVX-VNNI, not
+    capped away by ONEDNN_MAX_CPU_ISA), and torch has oneDNN's int8 convolution: then `Int8Synthesis`
+    uses it. Otherwise the float kernel, exact everywhere."""
     if not hasattr(torch.ops.onednn, "qconv_pointwise"):
         return False
     try:
@@ -205,6 +213,11 @@ def has_vnni() -> bool:
             flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
     except OSError:
         return False
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").upper()
+    if cap in _CAPS_WITHOUT_VNNI:
+        return False
+    if cap in _CAPS_AVX2_VNNI:
+        return "avx_vnni" in flags
     return "avx512_vnni" in flags or "avx_vnni" in flags
 
 

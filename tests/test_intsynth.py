@@ -3,6 +3,7 @@ count, sums provably exact, and a training forward that is the decoder's network
 from __future__ import annotations
 
 import dataclasses
+import io
 import lzma
 import math
 
@@ -71,7 +72,7 @@ KERNELS = [pytest.param("float", "cpu", id="fp32-cpu"), pytest.param("onednn", "
 def _synthesis_with(model, kernel: str, device: str) -> Int8Synthesis:
     """The model's int8 synthesis on one kernel and device; a visible skip where this machine has neither."""
     if kernel == "onednn" and not has_vnni():
-        pytest.skip("no AVX-512 VNNI or AVX-VNNI on this CPU: the decoder runs the fp32 kernel (fp32-cpu) instead")
+        pytest.skip("no AVX-512 VNNI or AVX-VNNI for oneDNN here (the CPU, or ONEDNN_MAX_CPU_ISA): the decoder runs the fp32 kernel (fp32-cpu) instead")
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     return Int8Synthesis(model.synth.tensors, model.net.log_inv_gain, kernel)
@@ -186,6 +187,25 @@ def test_saturated_latents_give_the_reference_pixels(int8_model, kernel, device)
     mean = torch.zeros_like(residual)
     got = synth(residual, mean, 8000, torch.device(device)).cpu().numpy()
     assert np.array_equal(got, _reference_synthesis(synth, residual, mean, 8000))
+
+
+def test_an_isa_cap_below_vnni_selects_the_float_kernel(monkeypatch):
+    """ONEDNN_MAX_CPU_ISA=AVX2 on a VNNI CPU makes oneDNN's int8 products saturate in int16: the decoder
+    must not take that kernel then (it would give other pixels), whatever /proc/cpuinfo says."""
+    import tng.codec.intsynth as intsynth
+
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(intsynth, "open", lambda *a, **k: io.StringIO("flags : sse avx2 avx512_vnni\n"), raising=False)
+    for cap, want in [(None, True), ("AVX2", False), ("avx512_core", False), ("AVX2_VNNI", False),
+                      ("AVX512_CORE_VNNI", True), ("ALL", True)]:
+        if cap is None:
+            monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+        else:
+            monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+        assert has_vnni() is (want and hasattr(torch.ops.onednn, "qconv_pointwise")), cap
+    monkeypatch.setattr(intsynth, "open", lambda *a, **k: io.StringIO("flags : sse avx2 avx_vnni\n"), raising=False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2_VNNI")
+    assert has_vnni() is hasattr(torch.ops.onednn, "qconv_pointwise")
 
 
 def test_sums_that_could_leave_fp32_are_refused(int8_model):
