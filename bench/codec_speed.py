@@ -61,7 +61,7 @@ from PIL import Image, features
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rd import _cpu_name  # noqa: E402  (bench/rd.py, beside this file)
+from rd import ANALYSIS_DTYPES, _cpu_name, analysis_dtype  # noqa: E402  (bench/rd.py, beside this file)
 
 
 def photo_768x512() -> tuple[np.ndarray, str]:
@@ -150,12 +150,9 @@ def row(codec: str, settings: str, bpp: float | None, psnr: float | None, te: li
 
 
 def tng_codec(model_id: int, device: str, effort: int, analysis: str):
-    import torch
-
     from tng.codec import Codec, load_model
 
-    dtype = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16}[analysis]
-    return Codec(device=device, model=load_model(model_id), effort=effort, analysis_dtype=dtype)
+    return Codec(device=device, model=load_model(model_id), effort=effort, analysis_dtype=analysis_dtype(analysis))
 
 
 def time_tng(model_id: int, img: np.ndarray, quality: float, runs: int, device: str, effort: int = 0,
@@ -172,9 +169,10 @@ def time_tng(model_id: int, img: np.ndarray, quality: float, runs: int, device: 
         codec.decode(enc.data)
         td.append(time.perf_counter() - t)
     mp = img.shape[0] * img.shape[1] / 1e6
-    lm = codec._model(model_id)[0]
+    from tng.codec import load_model
+
     dtype = str(codec.analysis_dtype).removeprefix("torch.")
-    return row("TNG", f"model {model_id} ({lm.name}), quality {quality:g}, effort {effort}, {dtype} analysis",
+    return row("TNG", f"model {model_id} ({load_model(model_id).name}), quality {quality:g}, effort {effort}, {dtype} analysis",
                enc.bpp, enc.psnr, te, td, mp)
 
 
@@ -408,7 +406,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16, help="256x256 images for the batching figure (0: skip)")
     ap.add_argument("--device", default="cpu", help="TNG's device (the baselines run on the CPU)")
     ap.add_argument("--efforts", default="0,1", help="TNG effort levels, comma-separated: one row each per model")
-    ap.add_argument("--analysis-dtype", choices=("auto", "fp32", "bf16"), default="auto",
+    ap.add_argument("--analysis-dtype", choices=ANALYSIS_DTYPES, default="auto",
                     help="TNG's analysis transform (auto: bf16 where the CPU runs it natively)")
     ap.add_argument("--whole", type=int, default=0,
                     help="also time TNG and AVIF on the first N whole val-photos (0: skip)")

@@ -36,6 +36,7 @@ from tng.evaluation.curves import BD_WINDOW, bd_results, mean_curves  # noqa: E4
 from tng.evaluation.plots import rd_plot  # noqa: E402
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
+ANALYSIS_DTYPES = ("auto", "fp32", "bf16")  # --analysis-dtype here and in bench/codec_speed.py
 TNG_QUALITIES = ",".join(f"{q:g}" for q in measure.TNG_QUALITIES)
 PIL_QUALITIES = ",".join(str(q) for q in measure.PIL_QUALITIES)
 # (test, anchor) pairs reported; pairs with a missing codec are left out.
@@ -198,6 +199,13 @@ def _describe(args: dict) -> str:
     return "(" + ", ".join(f"{k}={v}" for k, v in args.items() if k != "format") + ")"
 
 
+def analysis_dtype(name: str):
+    """Codec's analysis_dtype for an --analysis-dtype choice (auto: None, the codec's own rule)."""
+    import torch
+
+    return {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16}[name]
+
+
 # ---------------------------------------------------------------------------------------------- main
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -211,7 +219,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=2, help="torch threads and AVIF encoder threads")
     ap.add_argument("--model-id", type=int, default=DEFAULT_MODEL_ID, help="TNG model id")
     ap.add_argument("--effort", type=int, default=0, help="TNG's effort level (tng encode --effort; default 0, the plain encode)")
-    ap.add_argument("--analysis-dtype", choices=("auto", "fp32", "bf16"), default="auto",
+    ap.add_argument("--analysis-dtype", choices=ANALYSIS_DTYPES, default="auto",
                     help="TNG's analysis transform (Codec's analysis_dtype; auto: bf16 where the CPU runs it natively)")
     ap.add_argument("--baselines-from", type=Path, help="an earlier rd.json: reuse its JPEG/WebP/AVIF/JPEG XL points "
                                                         "of the same images (same settings), measure TNG only")
@@ -235,8 +243,8 @@ def main(argv=None) -> None:
         print("note: Pillow has no AVIF support (features.check('avif') is False); AVIF skipped")
     if "JPEG XL" not in encoders:
         print("note: imagecodecs with libjxl is not installed; JPEG XL skipped")
-    dtype = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16}[args.analysis_dtype]
-    codec = Codec(model_id=args.model_id, device="cpu", effort=args.effort, analysis_dtype=dtype)
+    codec = Codec(model_id=args.model_id, device="cpu", effort=args.effort,
+                  analysis_dtype=analysis_dtype(args.analysis_dtype))
     print(f"{len(paths)} images; TNG qualities {tng_q}; Pillow qualities {pil_q}; {', '.join(encoders)}")
 
     earlier = earlier_baselines(args.baselines_from, encoders, pil_q) if args.baselines_from else None
