@@ -35,6 +35,7 @@ import torch
 from PIL import Image
 
 from . import container
+from .allocator import keep_freed_memory
 from .context import CheckerboardContext, anchor_mask
 from .effort import DEFAULT_EFFORT, Effort, effort as effort_recipe
 from .entropy_models import decode_tile, encode_tile
@@ -133,6 +134,8 @@ class Codec:
         self.model_id, self.tile, self.max_pixels = model_id, tile, max_pixels
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.analysis_dtype = analysis_dtype or (torch.bfloat16 if fast_bf16(self.device) else torch.float32)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # the networks' large buffers reuse pages instead of faulting in fresh ones
         self.effort = effort_recipe(effort)
         self.batch_pixels = batch_pixels or (1 if self.device.type == "cpu" else 4 * tile * tile)
         self._nets: dict[int, torch.nn.Module] = {}
