@@ -42,7 +42,7 @@ from .entropy_models import decode_tile, encode_tile
 from .errors import TNGError
 from .exactsynth import as_image
 from .images import DEFAULT_MAX_PIXELS, Colour, Flag, SourceImage, to_pil
-from .intnet import ACT_BITS, HyperSynthesis
+from .intnet import ACT_BITS
 from .metrics import psnr
 from .model import LEVELS, STRIDE, lambda_at
 from .postfilter import PostFilter, fit as fit_filter, pack_section, unpack_section
@@ -201,7 +201,7 @@ class Codec:
         means, fixed-point scale indexes), the last two from the exact hyper-synthesis and, with a
         context model, from the anchors' symbols as the decoder will have them."""
         z = net.z_prior.quantize(z, "symbols")
-        mean, idx = HyperSynthesis.exact(z, lm.hyper)
+        mean, idx = lm.hyper(z)
         residual = net.y_prior.quantize(yg, "symbols", mean)
         if lm.context:  # the anchors' residuals stand: their means do not change
             mean, idx = CheckerboardContext.exact(residual + mean, mean, idx, lm.context)
@@ -462,7 +462,7 @@ class _TileTables:
         self.idx: torch.Tensor | None = None  # the hyper-synthesis' fixed-point indexes
 
     def hyper(self, z: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
-        mean, self.idx = HyperSynthesis.exact(torch.from_numpy(z)[None], self.lm.hyper)
+        mean, self.idx = self.lm.hyper(torch.from_numpy(z)[None])
         return mean, self.net.y_prior.table_index(self.idx.numpy()[0])
 
     def context(self, residual: np.ndarray, mean: torch.Tensor, index: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:

@@ -8,7 +8,8 @@ fractional bits, ReLU clipped to ACT_MAX), and runs in float64 where every parti
 integer below 2**53: any summation order, thread count or library gives bit-identical results.
 
 Training runs the same network in float32 with straight-through rounding of weights and
-activations (`forward`); coding runs `exact` on integer weights exported from it.
+activations (`forward`); coding runs `exact` on integer weights exported from it, through
+`ExactHyper`, which gets the same integers from oneDNN's int8 kernels where the CPU has VNNI.
 
 Output per latent channel: the mean (fixed point, ACT_BITS fractional bits) and the index into the
 Gaussian conditional's scale grid (`codec/entropy_models.py`, which rounds it to a table), which the
@@ -16,9 +17,13 @@ float network predicts as a continuous value.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .int8conv import has_vnni, interleave, packed_conv, polyphase
 
 WEIGHT_BITS = 10  # weights are multiples of 2**-10
 ACT_BITS = 8  # activations and means are multiples of 2**-8
@@ -104,3 +109,112 @@ class HyperSynthesis(nn.Module):
 
     def export(self) -> list[tuple[torch.Tensor, torch.Tensor, dict]]:
         return [(*l.integer_params(), {"transposed": l.transposed, "stride": l.stride, "pad": l.pad}) for l in self.layers]
+
+
+EXACT32 = 2**24  # fp32 holds every integer below this
+_PLANE = 8  # bits per uint8 input plane
+_WEIGHT_PLANE = 7  # weights as Σ 128**q · w_q, each w_q in [-64, 64]: int8, and small sums
+
+
+class ExactHyper:
+    """A weights file's integer hyper-synthesis, run exactly: `HyperSynthesis.exact`'s results, fast.
+
+    kernel "onednn" (CPUs with VNNI): every layer as oneDNN int8 convolutions of 8-bit planes. Inputs
+    are 16-bit (z + 2**15 for the signed first layer; the ReLU outputs, at most 255·2**8, as they
+    are), split into two uint8 planes; weights into 7-bit planes (`_weight_planes`); a transposed
+    layer is its polyphase convolution (int8conv.polyphase). Each plane pair's sums are integers below
+    2**24 (checked here, from the weights), so exact in fp32; they are combined in float64, exact
+    below 2**53, and then rounded as `HyperSynthesis.exact` does. "float64" (elsewhere, or for
+    hyper-latents beyond 16 bits, which only damaged streams carry): `HyperSynthesis.exact` itself.
+    Both give identical integers; the tests compare them.
+    """
+
+    def __init__(self, params: list[tuple[torch.Tensor, torch.Tensor, dict]], kernel: str | None = None):
+        self.params = params
+        self.kernel = kernel or ("onednn" if has_vnni() and _fits_int8(params) else "float64")
+        self._layers: list | None = None
+
+    def __call__(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, scale index) of ẑ (integers, (B, N, h, w)), as `HyperSynthesis.exact` returns them."""
+        z = z_hat.detach().to("cpu", torch.float64)
+        if self.kernel == "float64" or z.numel() == 0 or z.abs().max() >= 2**15:
+            return HyperSynthesis.exact(z, self.params)
+        x, frac = z.permute(0, 2, 3, 1).contiguous(), 0  # channels-last (B, h, w, C) throughout, as oneDNN works
+        for i, ((w, b, kw), convs) in enumerate(zip(self.params, self._prepared())):
+            acc = None
+            for plane, plane_convs, up in zip(_split(x, signed=i == 0), convs, (_PLANE, 0)):
+                for shift, conv in plane_convs:
+                    part = conv(plane).permute(0, 2, 3, 1).double()
+                    if acc is None:
+                        acc = part.mul_(2.0 ** (shift + up))
+                    else:  # exact: integers times powers of two, all below 2**53
+                        acc.add_(part, alpha=2.0 ** (shift + up))
+            if kw["transposed"]:  # phase-major channels (py, px, C) -> the upsampled image
+                bb, h, ww, _ = acc.shape
+                c = w.shape[1]
+                acc = acc.view(bb, h, ww, 2, 2, c).permute(0, 1, 3, 2, 4, 5).reshape(bb, 2 * h, 2 * ww, c)
+            acc.add_(b.double() * 2.0**frac)
+            shift = frac + WEIGHT_BITS - ACT_BITS
+            x = acc.mul_(2.0**-shift).add_(0.5).floor_()  # ÷ 2**shift, rounding half up
+            frac = ACT_BITS
+            if i < len(self.params) - 1:
+                x.clamp_(0, ACT_MAX * 2**ACT_BITS)
+        x = x.permute(0, 3, 1, 2)
+        m = x.shape[1] // 2
+        return (x[:, :m] / 2.0**ACT_BITS).contiguous(), x[:, m:].to(torch.int64).contiguous()
+
+    def _prepared(self) -> list[list[list[tuple[int, Callable]]]]:
+        """Per layer and input plane (high, low): [(shift, int8 convolution)] of its weight planes."""
+        if self._layers is None:
+            self._layers = []
+            for i, (w, _, kw) in enumerate(self.params):
+                planes = _weight_planes(_as_convolution(w, kw))
+                self._layers.append([[(shift, packed_conv(plane, zero, 1)) for shift, plane in planes]
+                                     for zero in _zeros(i == 0)])
+        return self._layers
+
+
+def _as_convolution(w: torch.Tensor, kw: dict) -> torch.Tensor:
+    """A layer's integer weight as that of a stride-1, padding-1 3×3 convolution (C_out', C_in, 3, 3)."""
+    if kw["transposed"]:
+        assert kw["stride"] == 2 and w.shape[-1] == 5 and kw["pad"] == 2, kw
+        return polyphase(w.long())
+    assert kw["stride"] == 1 and w.shape[-1] == 3 and kw["pad"] == 1, kw
+    return w.long()
+
+
+def _weight_planes(w: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
+    """w (int64) as Σ 2**shift · plane, planes int8 in [-64, 63], least significant first."""
+    planes, shift = [], 0
+    while True:
+        high = torch.div(w + 64, 128, rounding_mode="floor")  # w - 128·high in [-64, 63]
+        planes.append((shift, (w - 128 * high).to(torch.int8)))
+        if not high.any():
+            return planes
+        w, shift = high, shift + _WEIGHT_PLANE
+
+
+def _zeros(signed: bool) -> tuple[int, int]:
+    """Zero points of the (high, low) input planes: the signed first layer's inputs are z + 2**15."""
+    return (128 if signed else 0), 0
+
+
+def _split(x: torch.Tensor, signed: bool) -> list[torch.Tensor]:
+    """Integers x (float64, (B, h, w, C); signed: |x| < 2**15, else 0 ≤ x < 2**16) as the (high, low)
+    uint8 planes the convolutions take: (B, C, h, w) views of channels-last memory."""
+    u = (x + 2**15 if signed else x).to(torch.int32)
+    return [(u >> _PLANE).to(torch.uint8).permute(0, 3, 1, 2), (u & 255).to(torch.uint8).permute(0, 3, 1, 2)]
+
+
+def _fits_int8(params: list[tuple[torch.Tensor, torch.Tensor, dict]]) -> bool:
+    """Whether every plane pair's sums stay below 2**24 (fp32-exact) for any input, and the
+    combined sums below 2**53 (float64-exact)."""
+    for w, b, kw in params:
+        k = _as_convolution(w, kw)
+        for _, plane in _weight_planes(k):  # every input plane's values, less its zero point, within ±255
+            if plane.abs().long().flatten(1).sum(1).max().item() * 255 >= EXACT32:
+                return False
+        if k.abs().flatten(1).sum(1).max().item() * 2**16 + b.abs().max().item() * 2**ACT_BITS >= 2**53:
+            return False
+    return True
+

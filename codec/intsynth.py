@@ -35,13 +35,13 @@ activation steps fixed by calibration; `integer_tensors` turns it into what a we
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .exactsynth import GAIN_FRAC, inverse_gain, sqrt_
+from .int8conv import has_vnni, interleave, packed_conv, polyphase
 from .intnet import ACT_BITS as MEAN_FRAC, ste_round
 from .layers import GDN
 
@@ -60,32 +60,6 @@ W_MAX = 127  # int8 weights
 Q_MAX = 255  # squared activations of an IGDN, unsigned 8-bit
 EXACT = 2.0**24  # fp32 holds every integer below this
 LAYERS = 4
-
-# (tap of the 5×5 kernel) for each output phase and input offset d in {-1, 0, 1}: output row
-# 2i + p takes input row i + d through kernel row 2 − 2d + p (stride 2, padding 2, output padding 1).
-_TAPS = {0: {-1: 4, 0: 2, 1: 0}, 1: {0: 3, 1: 1}}
-
-
-def polyphase(w: torch.Tensor) -> torch.Tensor:
-    """A ConvTranspose2d(k=5, s=2, p=2, output_padding=1) weight (C_in, C_out, 5, 5) as the weight
-    (4·C_out, C_in, 3, 3) of a padding-1 convolution giving the four output phases, phase-major."""
-    cin, cout = w.shape[:2]
-    rows = []
-    for py in range(2):
-        for px in range(2):
-            k = w.new_zeros(cout, cin, 3, 3)
-            for dy, a in _TAPS[py].items():
-                for dx, b in _TAPS[px].items():
-                    k[:, :, dy + 1, dx + 1] = w[:, :, a, b].t()
-            rows.append(k)
-    return torch.cat(rows)
-
-
-def interleave(x: torch.Tensor, c: int) -> torch.Tensor:
-    """Phase-major (B, 4·C, H, W) -> (B, C, 2H, 2W)."""
-    b, _, h, w = x.shape
-    return x.view(b, 2, 2, c, h, w).permute(0, 3, 4, 1, 5, 2).reshape(b, c, 2 * h, 2 * w)
-
 
 class QuantSynthesis(nn.Module):
     """The activation steps of an int8 synthesis (buffers), and its training forward pass.
@@ -196,31 +170,6 @@ def integer_tensors(g_s: nn.Sequential, quant: QuantSynthesis) -> dict[str, torc
     return out
 
 
-# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA / DNNL_MAX_CPU_ISA) that leave out VNNI, or keep only AVX-VNNI:
-# under them oneDNN's int8 kernels fall back to int16 products that saturate, whatever the CPU has.
-_CAPS_WITHOUT_VNNI = {"SSE41", "AVX", "AVX2", "AVX512_CORE"}
-_CAPS_AVX2_VNNI = {"AVX2_VNNI", "AVX2_VNNI_2"}
-
-
-def has_vnni() -> bool:
-    """Whether oneDNN sums int8 products here without int16 saturation (AVX-512 VNNI or AVX-VNNI, not
-    capped away by ONEDNN_MAX_CPU_ISA), and torch has oneDNN's int8 convolution: then `Int8Synthesis`
-    uses it. Otherwise the float kernel, exact everywhere."""
-    if not hasattr(torch.ops.onednn, "qconv_pointwise"):
-        return False
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return False
-    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").upper()
-    if cap in _CAPS_WITHOUT_VNNI:
-        return False
-    if cap in _CAPS_AVX2_VNNI:
-        return "avx_vnni" in flags
-    return "avx512_vnni" in flags or "avx_vnni" in flags
-
-
 class Int8Synthesis:
     """The decoder's int8 synthesis and inverse gains, from a weights file's tensors.
 
@@ -264,10 +213,7 @@ class Int8Synthesis:
             if which == "gamma":
                 w = w.view(*w.shape, 1, 1)
             if self.kernel == "onednn" and device.type == "cpu":
-                ones = torch.ones(w.shape[0])
-                packed = torch.ops.onednn.qconv_prepack(w, ones, 1.0, zero, [1, 1], [pad, pad], [1, 1], 1, None)
-                zps = torch.zeros(w.shape[0], dtype=torch.int64)
-                fn = functools.partial(_onednn_conv, packed=packed, ones=ones, zps=zps, zero=zero, pad=pad)
+                fn = packed_conv(w, zero, pad)  # bias added after the tile's scale 1/u (`_run`)
             else:
                 fn = functools.partial(_float_conv, w=w.float().to(device), zero=zero, pad=pad)
             self._cache[key] = fn
@@ -363,12 +309,6 @@ def _tile_scale(peak: torch.Tensor, limit: int) -> tuple[torch.Tensor, torch.Ten
 
 
 BAND_VALUES = 2**18  # fp32 values per band: 1 MiB, a core's L2
-
-
-def _onednn_conv(x: torch.Tensor, *, packed, ones, zps, zero: int, pad: int) -> torch.Tensor:
-    # Scales of 1 and no bias (added after the tile's scale 1/u, `_run`): the fp32 output is the int32 sum itself.
-    return torch.ops.onednn.qconv_pointwise(x, 1.0, zero, packed, ones, zps, None, [1, 1], [pad, pad], [1, 1], 1,
-                                            1.0, 0, torch.float32, "none", [], "")
 
 
 def _float_conv(x: torch.Tensor, *, w: torch.Tensor, zero: int, pad: int) -> torch.Tensor:

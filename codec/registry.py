@@ -30,7 +30,7 @@ from safetensors.torch import save_file
 from .entropy_models import EntropyModel
 from .errors import TNGError
 from .exactsynth import ExactSynthesis
-from .intnet import WEIGHT_BITS
+from .intnet import WEIGHT_BITS, ExactHyper
 from .intsynth import Int8Synthesis, integer_tensors
 from .model import LAMBDAS, LEGACY_LAMBDAS, TNGModel
 
@@ -46,7 +46,7 @@ class LoadedModel:
     digest: bytes  # first 4 bytes of the file's sha256, recorded in every stream
     net: TNGModel  # float parts, eval mode, on CPU (callers move a copy to their device); its
     # entropy models hold the stored integer tables
-    hyper: list[tuple[torch.Tensor, torch.Tensor, dict]]  # integer hyper-synthesis
+    hyper: ExactHyper  # the integer hyper-synthesis
     metadata: dict[str, str]
     synth: ExactSynthesis | Int8Synthesis  # the decoder's integer synthesis: derived from net at load
     # (exact), or stored in the file (int8)
@@ -155,7 +155,7 @@ def load_weights(path: str | os.PathLike) -> LoadedModel:
     missing, unexpected = net.load_state_dict(floats, strict=False)
     if unexpected or any(not k.startswith(("h_s.", "context.")) for k in missing):
         raise TNGError(f"weights file {path} does not match the model (missing {missing[:3]})")
-    hyper = _integer_network(net.h_s.layers, tensors, "h_s")
+    hyper = ExactHyper(_integer_network(net.h_s.layers, tensors, "h_s"))
     context = _integer_network(net.context.layers, tensors, "context") if net.context is not None else None
     net.eval().requires_grad_(False)
     net.g_a.to(memory_format=torch.channels_last)  # the analysis runs channels-last (coder.py)

@@ -160,15 +160,53 @@ def test_entropy_parameters_are_exact_integers(model_id):
     lm = load_model(model_id)
     g = torch.Generator().manual_seed(0)
     z = torch.randint(-6, 7, (1, lm.net.n, 3, 4), generator=g)
-    mean, idx = HyperSynthesis.exact(z, lm.hyper)
-    mean2, idx2 = _exact_by_unfold(z, lm.hyper)
+    mean, idx = HyperSynthesis.exact(z, lm.hyper.params)
+    mean2, idx2 = _exact_by_unfold(z, lm.hyper.params)
     assert torch.equal(mean, mean2) and torch.equal(idx, idx2)
     # Largest possible partial sum stays exactly representable in float64.
     act = 48.0
-    for w, b, _ in lm.hyper:
+    for w, b, _ in lm.hyper.params:
         bound = w.abs().flatten(1).sum(1).max().item() * act + b.abs().max().item() * 2**ACT_BITS
         assert bound < 2**53
         act = ACT_MAX * 2**ACT_BITS
+
+
+@pytest.mark.parametrize("model_id", sorted({1, 6, DEFAULT_MODEL_ID}))
+def test_the_int8_hyper_synthesis_gives_the_float64_integers(model_id):
+    """ExactHyper's int8 kernel (oneDNN, 8-bit planes of inputs and weights) against the float64
+    reference, on hyper-latents of the usual range, of the whole 16-bit range its planes take, in
+    batches; beyond 16 bits (damaged streams only) it hands over to float64 and still agrees."""
+    from tng.codec.int8conv import has_vnni
+    from tng.codec.intnet import ExactHyper
+
+    params = load_model(model_id).hyper.params
+    fast = ExactHyper(params)
+    assert fast.kernel == ("onednn" if has_vnni() else "float64")
+    if not has_vnni():
+        pytest.skip("no VNNI here: the float64 kernel runs, which is the reference")
+    g = torch.Generator().manual_seed(model_id)
+    n = params[0][0].shape[0]
+    for shape, peak in (((1, n, 3, 4), 6), ((2, n, 8, 12), 40), ((1, n, 5, 7), 2**15 - 1), ((1, n, 16, 16), 2),
+                        ((1, n, 2, 3), 2**15 + 9)):
+        z = torch.randint(-peak, peak + 1, shape, generator=g)
+        z.view(-1)[0] = peak  # the extreme itself
+        want, got = HyperSynthesis.exact(z, params), fast(z)
+        assert torch.equal(want[0], got[0]) and torch.equal(want[1], got[1]), shape
+        assert got[0].is_contiguous() and got[1].dtype == torch.int64
+
+
+def test_the_int8_hyper_synthesis_runs_only_where_its_sums_are_exact(monkeypatch):
+    """Weights whose plane sums could pass 2**24 (fp32 no longer exact), or no VNNI: float64."""
+    from tng.codec import intnet
+
+    params = load_model(DEFAULT_MODEL_ID).hyper.params
+    monkeypatch.setattr(intnet, "has_vnni", lambda: True)
+    assert intnet.ExactHyper(params).kernel == "onednn"
+    w, b, kw = params[-1]
+    wide = torch.full_like(w, 63)  # low planes of 63: 1440 taps · 63 · 255 > 2**24
+    assert intnet.ExactHyper(params[:-1] + [(wide, b, kw)]).kernel == "float64"
+    monkeypatch.setattr(intnet, "has_vnni", lambda: False)
+    assert intnet.ExactHyper(params).kernel == "float64"
 
 
 def _synthesis_by_halves(synth, residual, mean, q_milli):

@@ -16,7 +16,8 @@ from safetensors.torch import save_file
 
 from tng.codec import Codec, container
 from tng.codec.images import DEFAULT_MAX_PIXELS
-from tng.codec.intsynth import WIDE_MARGIN, Int8Synthesis, QuantSynthesis, has_vnni, integer_tensors, interleave, polyphase
+from tng.codec.int8conv import has_vnni, interleave, polyphase
+from tng.codec.intsynth import WIDE_MARGIN, Int8Synthesis, QuantSynthesis, integer_tensors
 from tng.codec.model import TNGModel
 from tng.codec.registry import DEFAULT_MODEL_ID, _header_metadata, available_models, export_weights, load_model, load_weights
 
@@ -192,10 +193,10 @@ def test_saturated_latents_give_the_reference_pixels(int8_model, kernel, device)
 def test_an_isa_cap_below_vnni_selects_the_float_kernel(monkeypatch):
     """ONEDNN_MAX_CPU_ISA=AVX2 on a VNNI CPU makes oneDNN's int8 products saturate in int16: the decoder
     must not take that kernel then (it would give other pixels), whatever /proc/cpuinfo says."""
-    import tng.codec.intsynth as intsynth
+    import tng.codec.int8conv as int8conv
 
     monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
-    monkeypatch.setattr(intsynth, "open", lambda *a, **k: io.StringIO("flags : sse avx2 avx512_vnni\n"), raising=False)
+    monkeypatch.setattr(int8conv, "open", lambda *a, **k: io.StringIO("flags : sse avx2 avx512_vnni\n"), raising=False)
     for cap, want in [(None, True), ("AVX2", False), ("avx512_core", False), ("AVX2_VNNI", False),
                       ("AVX512_CORE_VNNI", True), ("ALL", True)]:
         if cap is None:
@@ -203,7 +204,7 @@ def test_an_isa_cap_below_vnni_selects_the_float_kernel(monkeypatch):
         else:
             monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
         assert has_vnni() is (want and hasattr(torch.ops.onednn, "qconv_pointwise")), cap
-    monkeypatch.setattr(intsynth, "open", lambda *a, **k: io.StringIO("flags : sse avx2 avx_vnni\n"), raising=False)
+    monkeypatch.setattr(int8conv, "open", lambda *a, **k: io.StringIO("flags : sse avx2 avx_vnni\n"), raising=False)
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2_VNNI")
     assert has_vnni() is hasattr(torch.ops.onednn, "qconv_pointwise")
 
