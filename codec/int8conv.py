@@ -9,8 +9,11 @@ Without VNNI it multiplies in int16 with saturation, so callers use it only wher
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import torch
+
+EXACT = 2**24  # fp32 holds every integer below this: the bound on every sum these kernels return
 
 # (tap of the 5×5 kernel) for each output phase and input offset d in {-1, 0, 1}: output row
 # 2i + p takes input row i + d through kernel row 2 − 2d + p (stride 2, padding 2, output padding 1).
@@ -38,6 +41,12 @@ def interleave(x: torch.Tensor, c: int) -> torch.Tensor:
     return x.view(b, 2, 2, c, h, w).permute(0, 3, 4, 1, 5, 2).reshape(b, c, 2 * h, 2 * w)
 
 
+def interleave_nhwc(x: torch.Tensor, c: int) -> torch.Tensor:
+    """The same in channels-last form: (B, H, W, 4·C) or (B, H, W, 4, C), phase-major -> (B, 2H, 2W, C)."""
+    b, h, w = x.shape[:3]
+    return x.reshape(b, h, w, 2, 2, c).permute(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, c)
+
+
 # oneDNN ISA caps (ONEDNN_MAX_CPU_ISA / DNNL_MAX_CPU_ISA) that leave out VNNI, or keep only AVX-VNNI:
 # under them oneDNN's int8 kernels fall back to int16 products that saturate, whatever the CPU has.
 _CAPS_WITHOUT_VNNI = {"SSE41", "AVX", "AVX2", "AVX512_CORE"}
@@ -63,7 +72,7 @@ def has_vnni() -> bool:
     return "avx512_vnni" in flags or "avx_vnni" in flags
 
 
-def packed_conv(w: torch.Tensor, zero: int, pad: int):
+def packed_conv(w: torch.Tensor, zero: int, pad: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """A function x -> the exact integer sums (fp32) of the convolution of uint8 x (N, C, H, W; any
     memory format) with int8 weights w (C_out, C, k, k), stride 1, where x's values mean x − zero
     (the padding too)."""

@@ -18,12 +18,13 @@ float network predicts as a continuous value.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .int8conv import has_vnni, interleave, packed_conv, polyphase
+from .int8conv import EXACT, has_vnni, interleave_nhwc, packed_conv, polyphase
 
 WEIGHT_BITS = 10  # weights are multiples of 2**-10
 ACT_BITS = 8  # activations and means are multiples of 2**-8
@@ -111,9 +112,8 @@ class HyperSynthesis(nn.Module):
         return [(*l.integer_params(), {"transposed": l.transposed, "stride": l.stride, "pad": l.pad}) for l in self.layers]
 
 
-EXACT32 = 2**24  # fp32 holds every integer below this
 _PLANE = 8  # bits per uint8 input plane
-_WEIGHT_PLANE = 7  # weights as Σ 128**q · w_q, each w_q in [-64, 64]: int8, and small sums
+_WEIGHT_PLANE = 7  # weights as Σ 128**q · w_q, each w_q in [-64, 63]: int8, and small sums
 
 
 class ExactHyper:
@@ -126,13 +126,18 @@ class ExactHyper:
     2**24 (checked here, from the weights), so exact in fp32; they are combined in float64, exact
     below 2**53, and then rounded as `HyperSynthesis.exact` does. "float64" (elsewhere, or for
     hyper-latents beyond 16 bits, which only damaged streams carry): `HyperSynthesis.exact` itself.
-    Both give identical integers; the tests compare them.
+    Both give identical integers for integer ẑ; the tests compare them. kernel None: the fastest
+    exact one here; "onednn" where it would not be exact raises ValueError.
     """
 
-    def __init__(self, params: list[tuple[torch.Tensor, torch.Tensor, dict]], kernel: str | None = None):
+    def __init__(self, params: list[tuple[torch.Tensor, torch.Tensor, dict]],
+                 kernel: Literal["onednn", "float64"] | None = None):
         self.params = params
-        self.kernel = kernel or ("onednn" if has_vnni() and _fits_int8(params) else "float64")
-        self._layers: list | None = None
+        fits = has_vnni() and _fits_int8(params)
+        if kernel == "onednn" and not fits:
+            raise ValueError("the int8 hyper-synthesis is not exact here (no VNNI, or sums that may reach 2**24)")
+        self.kernel = kernel or ("onednn" if fits else "float64")
+        self._layers: list[list[list[tuple[int, Callable[[torch.Tensor], torch.Tensor]]]]] | None = None
 
     def __call__(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, scale index) of ẑ (integers, (B, N, h, w)), as `HyperSynthesis.exact` returns them."""
@@ -140,7 +145,7 @@ class ExactHyper:
         if self.kernel == "float64" or z.numel() == 0 or z.abs().max() >= 2**15:
             return HyperSynthesis.exact(z, self.params)
         x, frac = z.permute(0, 2, 3, 1).contiguous(), 0  # channels-last (B, h, w, C) throughout, as oneDNN works
-        for i, ((w, b, kw), convs) in enumerate(zip(self.params, self._prepared())):
+        for i, ((w, b, kw), convs) in enumerate(zip(self.params, self._prepared(), strict=True)):
             acc = None
             for plane, plane_convs, up in zip(_split(x, signed=i == 0), convs, (_PLANE, 0)):
                 for shift, conv in plane_convs:
@@ -150,9 +155,7 @@ class ExactHyper:
                     else:  # exact: integers times powers of two, all below 2**53
                         acc.add_(part, alpha=2.0 ** (shift + up))
             if kw["transposed"]:  # phase-major channels (py, px, C) -> the upsampled image
-                bb, h, ww, _ = acc.shape
-                c = w.shape[1]
-                acc = acc.view(bb, h, ww, 2, 2, c).permute(0, 1, 3, 2, 4, 5).reshape(bb, 2 * h, 2 * ww, c)
+                acc = interleave_nhwc(acc, w.shape[1])
             acc.add_(b.double() * 2.0**frac)
             shift = frac + WEIGHT_BITS - ACT_BITS
             x = acc.mul_(2.0**-shift).add_(0.5).floor_()  # ÷ 2**shift, rounding half up
@@ -163,14 +166,16 @@ class ExactHyper:
         m = x.shape[1] // 2
         return (x[:, :m] / 2.0**ACT_BITS).contiguous(), x[:, m:].to(torch.int64).contiguous()
 
-    def _prepared(self) -> list[list[list[tuple[int, Callable]]]]:
-        """Per layer and input plane (high, low): [(shift, int8 convolution)] of its weight planes."""
+    def _prepared(self) -> list[list[list[tuple[int, Callable[[torch.Tensor], torch.Tensor]]]]]:
+        """Per layer and input plane (high, low): [(shift, int8 convolution)] of its weight planes.
+        Made whole before it is published: threads share a loaded model."""
         if self._layers is None:
-            self._layers = []
+            layers = []
             for i, (w, _, kw) in enumerate(self.params):
                 planes = _weight_planes(_as_convolution(w, kw))
-                self._layers.append([[(shift, packed_conv(plane, zero, 1)) for shift, plane in planes]
-                                     for zero in _zeros(i == 0)])
+                layers.append([[(shift, packed_conv(plane, zero, 1)) for shift, plane in planes]
+                               for zero in _zeros(i == 0)])
+            self._layers = layers
         return self._layers
 
 
@@ -212,9 +217,8 @@ def _fits_int8(params: list[tuple[torch.Tensor, torch.Tensor, dict]]) -> bool:
     for w, b, kw in params:
         k = _as_convolution(w, kw)
         for _, plane in _weight_planes(k):  # every input plane's values, less its zero point, within ±255
-            if plane.abs().long().flatten(1).sum(1).max().item() * 255 >= EXACT32:
+            if plane.abs().long().flatten(1).sum(1).max().item() * 255 >= EXACT:
                 return False
         if k.abs().flatten(1).sum(1).max().item() * 2**16 + b.abs().max().item() * 2**ACT_BITS >= 2**53:
             return False
     return True
-

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .exactsynth import GAIN_FRAC, inverse_gain, sqrt_
-from .int8conv import has_vnni, interleave, packed_conv, polyphase
+from .int8conv import EXACT, has_vnni, interleave, interleave_nhwc, packed_conv, polyphase
 from .intnet import ACT_BITS as MEAN_FRAC, ste_round
 from .layers import GDN
 
@@ -58,7 +58,6 @@ WIDE_MARGIN, MARGIN = 4.0, 1.25
 WIDE_INPUTS = (0, 1)
 W_MAX = 127  # int8 weights
 Q_MAX = 255  # squared activations of an IGDN, unsigned 8-bit
-EXACT = 2.0**24  # fp32 holds every integer below this
 LAYERS = 4
 
 class QuantSynthesis(nn.Module):
@@ -270,8 +269,8 @@ class Int8Synthesis:
                 band = a[:, r : r + rows]
                 n = band.shape[1]
                 out = self._planes(band.mul_(u32), k + 1)
-                for plane, o in zip(x, out):  # interleave the phases: (B, n, w, py, px, C) -> (B, 2n, 2w, C)
-                    plane[:, 2 * r : 2 * (r + n)] = o.view(b, n, w, 2, 2, c).permute(0, 1, 3, 2, 4, 5).reshape(b, 2 * n, 2 * w, c)
+                for plane, o in zip(x, out):  # interleave the phases: (B, n, w, 4, C) -> (B, 2n, 2w, C)
+                    plane[:, 2 * r : 2 * (r + n)] = interleave_nhwc(o, c)
             x = [plane.permute(0, 3, 1, 2) for plane in x]  # NCHW views of channels-last memory
         raise AssertionError("unreachable")
 

@@ -205,8 +205,12 @@ def test_the_int8_hyper_synthesis_runs_only_where_its_sums_are_exact(monkeypatch
     w, b, kw = params[-1]
     wide = torch.full_like(w, 63)  # low planes of 63: 1440 taps · 63 · 255 > 2**24
     assert intnet.ExactHyper(params[:-1] + [(wide, b, kw)]).kernel == "float64"
+    with pytest.raises(ValueError, match="not exact"):
+        intnet.ExactHyper(params[:-1] + [(wide, b, kw)], kernel="onednn")
     monkeypatch.setattr(intnet, "has_vnni", lambda: False)
     assert intnet.ExactHyper(params).kernel == "float64"
+    with pytest.raises(ValueError, match="not exact"):
+        intnet.ExactHyper(params, kernel="onednn")
 
 
 def _synthesis_by_halves(synth, residual, mean, q_milli):
