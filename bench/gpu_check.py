@@ -42,7 +42,6 @@ import importlib.util
 import json
 import os
 import platform
-import posixpath
 import shlex
 import shutil
 import signal
@@ -356,10 +355,11 @@ def child_actors(photos: Path, archive: Path, quality: float, effort: int | None
     import pyarrow as pa
     import torch
 
-    from tng.pipeline.archive import SCHEMA, SHARDS, open_fs, read_rows, table_bytes, write_whole
-    from tng.pipeline.compress_graph import CompressSettings, _as_todo
+    from tng.pipeline.archive import SCHEMA, open_fs, read_rows, write_shards
+    from tng.pipeline.compress_graph import CompressSettings
     from tng.pipeline.decode_graph import DECODE_COLUMNS
     from tng.pipeline.listing import list_prefixes, split_prefixes
+    from tng.pipeline.pending import as_todo
     from tng.pipeline.stages import CompressActor, DecodeActor, load_batch
 
     # compress's own settings object: every default it codes with (model, max_pixels, jpeg, codec) is its.
@@ -376,7 +376,7 @@ def child_actors(photos: Path, archive: Path, quality: float, effort: int | None
     root = root.rstrip("/") or root
     prefixes = split_prefixes(fs, root)
     tasks = pa.table({"prefix": [p for p, _ in prefixes], "recursive": [r for _, r in prefixes]})
-    todo = _as_todo(pa.concat_tables(list_prefixes(tasks, str(photos), {}, root)))
+    todo = as_todo(pa.concat_tables(list_prefixes(tasks, str(photos), {}, root)))
 
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ-gpu-check")
     t = time.perf_counter()
@@ -400,11 +400,7 @@ def child_actors(photos: Path, archive: Path, quality: float, effort: int | None
 
     # Written as ShardSink.write writes a write task's rows (sink.py itself subclasses Ray's Datasink).
     out_fs, out_root = open_fs(str(archive))
-    shards = 0
-    for part, start in enumerate(range(0, rows.num_rows, s.rows_per_shard)):
-        path = posixpath.join(out_root, SHARDS, f"{run_id}-{0:06d}-{part:03d}.parquet")
-        write_whole(out_fs, path, table_bytes(rows.slice(start, s.rows_per_shard)))
-        shards += 1
+    shards = len(write_shards(out_fs, out_root, run_id, 0, rows, s.rows_per_shard))
     t = time.perf_counter()
     back = read_rows(out_fs, out_root, DECODE_COLUMNS)
     # audit's check: each stream decoded, its hash compared. Its codec takes the GPU when there is one
@@ -489,7 +485,7 @@ def archive_figures(archive: Path) -> dict:
     if len(done) > 1:
         later = sum(r["width"] * r["height"] for r in rows if r["encoded_at"] != done[0] and r["status"] == "ok")
         steady = round(later / 1e6 / (done[-1] - done[0]).total_seconds(), 4)
-    return {"images": run["ok"], "errors": run["errors"], "errors_by_reason": run["errors_by_reason"],
+    return {"engine": run.get("engine"), "images": run["ok"], "errors": run["errors"], "errors_by_reason": run["errors_by_reason"],
             "bytes_out": run["bytes_out"], "mean_bpp": run["mean_bpp"], "mean_psnr": run["mean_psnr"],
             "batches_written": len(done), "steady_mp_s": steady}
 

@@ -33,7 +33,7 @@ def settings(args: argparse.Namespace) -> CompressSettings:
         codec=args.codec, lossless=args.lossless, jpeg=args.jpeg,
         max_pixels=args.max_pixels, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
         batch_size=args.batch_size, rows_per_shard=args.rows_per_shard, incremental=args.incremental,
-        listing=args.listing, max_error_share=args.max_error_share)
+        listing=args.listing, max_error_share=args.max_error_share, in_process_files=args.in_process_files)
 
 
 def compress(args: argparse.Namespace) -> dict:
@@ -98,6 +98,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-error-share", type=_share, default=1.0, metavar="F",
                    help="exit 1 when more than this share (0-1) of the processed files became error rows; "
                         "the rows are written either way (default 1: never)")
+    p.add_argument("--in-process-files", type=int, default=CompressSettings.in_process_files, metavar="N",
+                   help="a run of at most N files (and an archive of at most N shards) runs in this process, one "
+                        "codec on every CPU, without Ray's start-up; larger runs, and runs on a cluster (--address), "
+                        "on GPUs or from a --listing, run on Ray. 0: always Ray. "
+                        f"Default {CompressSettings.in_process_files}")
     p.add_argument("--model", type=int, default=DEFAULT_MODEL_ID, help="model id (see `tng models`)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
 

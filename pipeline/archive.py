@@ -111,6 +111,19 @@ def table_bytes(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
+def write_shards(fs: fsspec.AbstractFileSystem, root: str, run_id: str, writer: int, table: pa.Table,
+                 max_rows: int) -> list[str]:
+    """Write `table` as shards of at most `max_rows` rows, each whole or not at all; returns their paths.
+    Named for the run and the writer (a Ray write task, or one flush of an in-process run), so that a
+    retried writer rewrites its own shards instead of adding duplicates."""
+    paths = []
+    for part, start in enumerate(range(0, table.num_rows, max_rows)):
+        path = posixpath.join(root, SHARDS, f"{run_id}-{writer:06d}-{part:03d}.parquet")
+        write_whole(fs, path, table_bytes(table.slice(start, max_rows)))
+        paths.append(path)
+    return paths
+
+
 def shard_paths(fs: fsspec.AbstractFileSystem, root: str) -> list[str]:
     d = posixpath.join(root, SHARDS)
     fs.invalidate_cache(d)  # s3fs caches listings: shards written since (by other processes) must show

@@ -10,24 +10,23 @@
     compress_run(src, dst, CompressSettings(...), storage_options, address) -> summary dict
 
 The keys pass through Ray's object store, never through the driver: its memory does not grow with
-SRC or with the archive. Raises RunError when the run itself cannot proceed (SRC unreadable, DST
+SRC or with the archive. A small run (at most `in_process_files` files and archive shards) runs the
+same stages in this process instead, without Ray's ~10 s start-up (in_process.py; `needs_ray` says
+when Ray runs it whatever its size); its manifest says `"engine": "in-process"`. Raises RunError when the run itself cannot proceed (SRC unreadable, DST
 unwritable); per-image failures are `error` rows.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import posixpath
 import uuid
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tng.codec.classic import DEFAULT_CHOICE
-from tng.codec.effort import DEFAULT_EFFORT
-from tng.codec.images import DEFAULT_MAX_PIXELS
-from tng.codec.jpeg_transcode import CODEC as JPEG_XL, DEFAULT_JPEG_CHOICE
-from tng.codec.registry import DEFAULT_MODEL_ID
+from tng.codec.jpeg_transcode import CODEC as JPEG_XL
 
+from .compress_settings import CompressSettings
 from .run import RunError, ray_cause
 
 if TYPE_CHECKING:
@@ -35,26 +34,6 @@ if TYPE_CHECKING:
     from ray.data import Dataset
 
 # pyarrow, fsspec and Ray are imported where used: `tng encode` must not need the pipeline extra.
-
-
-@dataclass(frozen=True)
-class CompressSettings:
-    """What a run codes with and how it is spread (the manifest records these)."""
-    quality: float = 4.0
-    target_psnr: float | None = None
-    model_id: int = DEFAULT_MODEL_ID
-    effort: int = DEFAULT_EFFORT
-    codec: str = DEFAULT_CHOICE  # for sources other than JPEG, one of classic.CHOICES (pipeline/stages.py)
-    lossless: bool = False  # every source kept without loss (lossless JPEG XL, or the file)
-    jpeg: str = DEFAULT_JPEG_CHOICE
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    workers: int = 2
-    gpus_per_worker: float = 0
-    batch_size: int = 8
-    rows_per_shard: int = 1000
-    incremental: bool = False
-    listing: str | None = None  # a listing manifest to take SRC's keys from, instead of listing SRC
-    max_error_share: float = 1.0  # recorded only: the job decides what it means for the exit status
 
 
 def compress_run(src: str, dst: str, settings: CompressSettings, storage_options: dict,
@@ -68,22 +47,51 @@ def compress_run(src: str, dst: str, settings: CompressSettings, storage_options
     removed = remove_stale_temporaries(fs, root)
     run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
     started = dt.datetime.now(dt.timezone.utc)
-    on_cluster = init_ray(address)
-    todo, n_todo, listed, archive_keys = pending_sources(src, dst, storage_options, settings)
-    written = encode_and_write(todo, dst, storage_options, settings, run_id, on_cluster) if n_todo else []
+    small = None if needs_ray(settings, address) else _small_todo(src, dst, storage_options, settings)
+    if small is not None:  # a few files: in this process, without Ray's start-up (in_process.py)
+        from tng.pipeline import in_process
+
+        listed, archive_keys = small.listed, small.archive_keys
+        written = in_process.encode_and_write(small.rows, dst, storage_options, settings, run_id)
+    else:
+        on_cluster = init_ray(address)
+        todo, n_todo, listed, archive_keys = pending_sources(src, dst, storage_options, settings)
+        written = encode_and_write(todo, dst, storage_options, settings, run_id, on_cluster) if n_todo else []
     summary = summarise(fs, written, run_id, listed, started)
     summary["archive_keys"] = summary["processed"] if archive_keys is None else archive_keys
     summary["shards"] = written
     summary["stale_temporaries_removed"] = removed
+    summary["engine"] = "ray" if small is None else "in-process"
     # What produced these rows: rows carry their quality and model id, the run alone knows the rest.
     summary["settings"] = _manifest_settings(settings)
     write_whole(fs, posixpath.join(root, RUNS, f"{run_id}.json"), json.dumps(summary, indent=1).encode())
     return summary
 
 
+def needs_ray(settings: CompressSettings, address: str | None) -> bool:
+    """Whether a run goes to Ray whatever its size: on a cluster (--address, RAY_ADDRESS) or a Ray this
+    process has started already, on GPUs, from a listing manifest (made for buckets too large to list),
+    or with in-process runs turned off."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    return bool(address or os.environ.get("RAY_ADDRESS") or (ray is not None and ray.is_initialized())
+                or settings.gpus_per_worker or settings.listing or settings.in_process_files <= 0)
+
+
+def _small_todo(src: str, dst: str, storage_options: dict, settings: CompressSettings):
+    from tng.pipeline.in_process import small_todo
+    from tng.pipeline.listing import ListingError
+
+    try:
+        return small_todo(src, dst, storage_options, settings)
+    except ListingError as e:
+        raise RunError(str(e)) from None
+
+
 def _manifest_settings(s: CompressSettings) -> dict:
     keys = ["quality", "target_psnr", "model_id", "effort", "codec", "lossless", "jpeg", "max_pixels", "workers", "max_error_share",
-            "gpus_per_worker", "incremental", "listing"]
+            "gpus_per_worker", "incremental", "listing", "in_process_files"]
     return {k: getattr(s, k) for k in keys}
 
 
@@ -125,28 +133,17 @@ def _todo(src: str, dst: str, opts: dict, settings: CompressSettings) -> tuple[D
     from tng.pipeline.archive import open_fs, shard_paths
     from tng.pipeline.inventory import manifest_dataset
     from tng.pipeline.listing import listing_dataset
-    from tng.pipeline.pending import counts, resolve
+    from tng.pipeline.pending import as_todo, counts, resolve, todo_only
 
     listing = (manifest_dataset(settings.listing, src, opts) if settings.listing
                else listing_dataset(src, opts)).materialize()
     listed = listing.count()
     if not settings.listing and not shard_paths(*open_fs(dst, opts)):
         # a first run, listed by tasks: keys unique, nothing to compare with
-        return listing.map_batches(_as_todo, batch_format="pyarrow"), listed, listed, None
+        return listing.map_batches(as_todo, batch_format="pyarrow"), listed, listed, None
     resolved = resolve(listing, dst, opts, incremental=settings.incremental, listed=listed).materialize()
     todo, listed, in_archive = counts(resolved)
-    return resolved.map_batches(_todo_only, batch_format="pyarrow"), todo, listed, in_archive
-
-
-def _as_todo(t):
-    import pyarrow as pa
-
-    return pa.table({"key": t["key"], "source_uri": t["source_uri"], "source_version": t["version"],
-                     "archived_sha256": pa.nulls(t.num_rows, pa.string())})
-
-
-def _todo_only(t):
-    return t.filter(t["todo"]).select(["key", "source_uri", "source_version", "archived_sha256"])
+    return resolved.map_batches(todo_only, batch_format="pyarrow"), todo, listed, in_archive
 
 
 def encode_and_write(todo: Dataset, dst: str, storage_options: dict, settings: CompressSettings, run_id: str,

@@ -1,6 +1,7 @@
 """SRC's files as a Ray Dataset of (key, source_uri, size, version) rows: the driver never holds the keys.
 
     listing_dataset(src, options)       SRC listed by tasks, one per prefix, page by page
+    small_listing(src, options, limit)  SRC listed here, when it holds at most `limit` files (small runs)
     (a listing manifest instead: pipeline/inventory.py, same rows)
 
 Listed by tasks, the driver only looks for prefixes: the folders under SRC, down to SPLIT_DEPTH levels
@@ -57,19 +58,11 @@ def listing_dataset(src: str, storage_options: dict):
     Lazy, like every Dataset: listing errors of the tasks surface when it executes."""
     import ray
 
+    fs, root, one_file = open_source(src, storage_options)
+    if one_file is not None:
+        return ray.data.from_arrow(one_file)
     try:
-        fs, root = open_fs(src, storage_options)
-        root = root.rstrip("/") or root
-        if fs.isfile(root):  # one file: its folder is the root, its name the key
-            info = fs.info(root)
-            return ray.data.from_arrow(pa.table({
-                "key": [posixpath.basename(root)], "source_uri": [url_prefix(fs) + root], "size": [info.get("size")],
-                "version": [source_version(info)]}, schema=LISTING_SCHEMA))
-        if not fs.isdir(root):
-            raise ListingError(f"cannot list {src}: no such file or directory")
         prefixes = split_prefixes(fs, root)
-    except ListingError:
-        raise
     except Exception as e:
         raise ListingError(f"cannot list {src}: {type(e).__name__}: {e}") from None
     from .run import task_remote_args
@@ -78,6 +71,49 @@ def listing_dataset(src: str, storage_options: dict):
     return ray.data.from_items(tasks, override_num_blocks=min(len(tasks), 4 * LIST_TASKS)).map_batches(
         list_prefixes, fn_kwargs={"src": src, "storage_options": storage_options, "root": root},
         batch_size=1, batch_format="pyarrow", compute=ray.data.TaskPoolStrategy(size=LIST_TASKS), **task_remote_args())
+
+
+def small_listing(src: str, storage_options: dict, limit: int) -> pa.Table | None:
+    """SRC's files (LISTING_SCHEMA) listed here, in the driver, when there are at most `limit` of them;
+    None when there are more, or when SRC's filesystem cannot list lazily (only local folders and S3
+    page: other backends list a whole tree at once, which the driver must not hold). Stops listing as
+    soon as the limit is passed. Raises ListingError when SRC cannot be listed."""
+    fs, root, one_file = open_source(src, storage_options)
+    if one_file is not None:
+        return one_file
+    if not (_is_local(fs) or _is_s3(fs)):
+        return None
+    found: list[tuple[str, int | None, str | None]] = []
+    try:
+        for page in file_pages(fs, root, recursive=True):
+            found += page
+            if len(found) > limit:
+                return None
+    except Exception as e:
+        raise ListingError(f"cannot list {src}: {type(e).__name__}: {e}") from None
+    uri = url_prefix(fs)
+    return pa.table({"key": [p[len(root) + 1:] for p, _, _ in found], "source_uri": [uri + p for p, _, _ in found],
+                     "size": [n for _, n, _ in found], "version": [v for _, _, v in found]}, schema=LISTING_SCHEMA)
+
+
+def open_source(src: str, storage_options: dict) -> tuple:
+    """(filesystem, root path, None) of a SRC folder; (filesystem, root, its one-row listing) when SRC is
+    one file (its folder is the root, its name the key). Raises ListingError when SRC is neither."""
+    try:
+        fs, root = open_fs(src, storage_options)
+        root = root.rstrip("/") or root
+        if fs.isfile(root):
+            info = fs.info(root)
+            return fs, root, pa.table({
+                "key": [posixpath.basename(root)], "source_uri": [url_prefix(fs) + root], "size": [info.get("size")],
+                "version": [source_version(info)]}, schema=LISTING_SCHEMA)
+        if not fs.isdir(root):
+            raise ListingError(f"cannot list {src}: no such file or directory")
+        return fs, root, None
+    except ListingError:
+        raise
+    except Exception as e:
+        raise ListingError(f"cannot list {src}: {type(e).__name__}: {e}") from None
 
 
 def split_prefixes(fs, root: str) -> list[tuple[str, bool]]:

@@ -2,6 +2,7 @@
 
     resolve(listing, archive_url, options, incremental=True, listed=n)
         -> Dataset[key, source_uri, source_version, archived_sha256, todo, listed, archived]
+    resolve_here(listing_table, archive_url, options, shards, incremental=True)   (small runs, no Ray)
 
 A distributed anti-join on a hash shuffle, so that neither the listing nor the archive passes through
 the driver: listing rows and archive rows (all shards, every run) are tagged with a partition
@@ -55,6 +56,28 @@ def resolve(listing, archive_url: str, storage_options: dict, *, incremental: bo
             batch_size=1, batch_format="pyarrow"))
     return grouped(tagged, "part", parts).map_groups(_resolve_partition, fn_kwargs={"incremental": incremental},
                                                      batch_format="pyarrow")
+
+
+def resolve_here(listing: pa.Table, archive_url: str, storage_options: dict, shards: list[str], *,
+                 incremental: bool) -> tuple[pa.Table, int, int]:
+    """resolve() of a small run, in this process (pipeline/in_process.py): the listing (a table) and
+    the archive's `shards` meet as one partition does in the graph. Returns (the rows to do, as
+    todo_only gives them; keys listed; keys in the archive after the run)."""
+    archive = _tag_archive(pa.table({"path": shards}), archive_url, storage_options, parts=1)
+    resolved = _resolve_partition(pa.concat_tables([_tag_listing(listing, parts=1), archive]), incremental)
+    sums = _block_sums(resolved)
+    return todo_only(resolved), sums["listed"][0].as_py(), sums["in_archive"][0].as_py()
+
+
+def as_todo(listing: pa.Table) -> pa.Table:
+    """A first run's listing as the rows to do (nothing archived: every key, no archived sha256)."""
+    return pa.table({"key": listing["key"], "source_uri": listing["source_uri"], "source_version": listing["version"],
+                     "archived_sha256": pa.nulls(listing.num_rows, pa.string())})
+
+
+def todo_only(resolved: pa.Table) -> pa.Table:
+    """The rows of resolve()'s result that are to be done, in the columns load_batch takes."""
+    return resolved.filter(resolved["todo"]).select(["key", "source_uri", "source_version", "archived_sha256"])
 
 
 def grouped(ds, column: str, parts: int):

@@ -1,19 +1,17 @@
 """Ray Data datasink for archive shards (see archive.py for the layout and atomicity)."""
 from __future__ import annotations
 
-import posixpath
-
 import pyarrow as pa
 from ray.data.datasource import Datasink
 
-from .archive import SCHEMA, SHARDS, open_fs, table_bytes, write_whole
+from .archive import SCHEMA, open_fs, write_shards
 
 
 class ShardSink(Datasink):
     """Ray Data datasink writing archive rows as Parquet shards of at most `max_rows` rows each.
 
-    Shard names derive from the run and the write task, so a retried task rewrites its own shards
-    instead of adding duplicates. `write` returns the paths it wrote.
+    Shard names derive from the run and the write task (archive.write_shards). `write` returns the
+    paths it wrote.
     """
 
     def __init__(self, url: str, storage_options: dict, run_id: str, max_rows: int = 1000):
@@ -32,13 +30,7 @@ class ShardSink(Datasink):
                   else b.cast(SCHEMA) for b in blocks if len(b)]
         if not tables:
             return []
-        table = pa.concat_tables(tables)
-        paths = []
-        for part, start in enumerate(range(0, table.num_rows, self.max_rows)):
-            path = posixpath.join(root, SHARDS, f"{self.run_id}-{ctx.task_idx:06d}-{part:03d}.parquet")
-            write_whole(fs, path, table_bytes(table.slice(start, self.max_rows)))
-            paths.append(path)
-        return paths
+        return write_shards(fs, root, self.run_id, ctx.task_idx, pa.concat_tables(tables), self.max_rows)
 
     def on_write_complete(self, write_result) -> None:
         self.written = sorted(p for paths in write_result.write_returns for p in paths)

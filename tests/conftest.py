@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import io
+import shutil
 import tracemalloc
 from pathlib import Path
 
@@ -80,6 +82,31 @@ def ray_local(s3):
     ray.data.DataContext.get_current().execution_options.verbose_progress = False
     yield
     ray.shutdown()
+
+
+def starved_jpeg() -> bytes:
+    """Noise at JPEG quality 1: a file TNG cannot beat at quality 8."""
+    buf = io.BytesIO()
+    noise = np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(buf, "JPEG", quality=1)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def src(tmp_path):
+    """A source folder of every kind of row a compress run writes: PNG, JPEGs (one TNG cannot beat), alpha,
+    subfolders, and files that are not images (empty, text, truncated)."""
+    d = tmp_path / "src"
+    (d / "deep" / "er").mkdir(parents=True)
+    shutil.copy(SAMPLES / "chelsea.png", d / "cat.png")
+    Image.open(SAMPLES / "coffee.png").crop((0, 0, 200, 150)).save(d / "deep" / "er" / "cup.jpg", quality=95)
+    rgba = np.dstack([np.asarray(Image.open(SAMPLES / "chelsea.png"))[:64, :96], np.full((64, 96), 200, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(d / "deep" / "alpha.png")
+    (d / "small.jpg").write_bytes(starved_jpeg())
+    (d / "empty.png").write_bytes(b"")
+    (d / "notes.txt").write_text("not an image")
+    (d / "cut.png").write_bytes((SAMPLES / "coffee.png").read_bytes()[:3000])
+    return d
 
 
 @contextlib.contextmanager

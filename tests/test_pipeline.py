@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import shutil
 import struct
@@ -19,29 +18,6 @@ from conftest import SAMPLES
 from tng.codec.effort import DEFAULT_EFFORT
 from tng.codec.registry import DEFAULT_MODEL_ID
 from tng.jobs.cli import main
-
-
-def _starved_jpeg() -> bytes:
-    """Noise at JPEG quality 1: a file TNG cannot beat at quality 8."""
-    buf = io.BytesIO()
-    noise = np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8)
-    Image.fromarray(noise).save(buf, "JPEG", quality=1)
-    return buf.getvalue()
-
-
-@pytest.fixture
-def src(tmp_path):
-    d = tmp_path / "src"
-    (d / "deep" / "er").mkdir(parents=True)
-    shutil.copy(SAMPLES / "chelsea.png", d / "cat.png")
-    Image.open(SAMPLES / "coffee.png").crop((0, 0, 200, 150)).save(d / "deep" / "er" / "cup.jpg", quality=95)
-    rgba = np.dstack([np.asarray(Image.open(SAMPLES / "chelsea.png"))[:64, :96], np.full((64, 96), 200, np.uint8)])
-    Image.fromarray(rgba, "RGBA").save(d / "deep" / "alpha.png")
-    (d / "small.jpg").write_bytes(_starved_jpeg())
-    (d / "empty.png").write_bytes(b"")
-    (d / "notes.txt").write_text("not an image")
-    (d / "cut.png").write_bytes((SAMPLES / "coffee.png").read_bytes()[:3000])
-    return d
 
 
 def _rows(archive) -> dict[str, dict]:

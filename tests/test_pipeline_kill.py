@@ -1,5 +1,6 @@
 """A killed `tng compress --incremental` leaves a readable archive, and rerunning it finishes the job:
-every key ends as one `ok` row, none is archived twice. Real CLI subprocess, real local Ray, kill -9,
+every key ends as one `ok` row, none is archived twice. Real CLI subprocess, on a real local Ray and
+in-process (pipeline/in_process.py, which these small runs take by default), kill -9,
 into a local folder and into S3 (a moto server on loopback); killed mid-run, and killed after its last
 shard but before its run manifest. What a kill leaves is audited and restored by the real commands."""
 from __future__ import annotations
@@ -71,10 +72,13 @@ def reap_session(proc: subprocess.Popen, grace_s: float = 20) -> None:
 KILL_ATTEMPTS = 3
 
 
-def compress_cmd(src: Path, dst: str) -> list[str]:
+ENGINES = {"ray": ["--in-process-files", "0"], "in-process": []}  # these runs are small: in-process by default
+
+
+def compress_cmd(src: Path, dst: str, engine: str) -> list[str]:
     # One image per batch and per shard: shards appear one by one, so a kill can land mid-run.
     return [str(TNG), "compress", str(src), dst, "--incremental", "--workers", "1",
-            "--batch-size", "1", "--rows-per-shard", "1"]
+            "--batch-size", "1", "--rows-per-shard", "1", *ENGINES[engine]]
 
 
 class Archive:
@@ -95,10 +99,10 @@ class Archive:
         return [r for p in self.paths("shards/*.parquet") for r in pq.read_table(p, filesystem=self.fs).to_pylist()]
 
 
-def run_to_end(src: Path, dst: Archive) -> dict:
+def run_to_end(src: Path, dst: Archive, engine: str) -> dict:
     """Run the command to completion; returns its run manifest."""
     before = set(dst.paths("runs/*.json"))
-    proc = subprocess.Popen(compress_cmd(src, dst.url), start_new_session=True, text=True,
+    proc = subprocess.Popen(compress_cmd(src, dst.url, engine), start_new_session=True, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         out = proc.communicate(timeout=600)[0]
@@ -106,14 +110,17 @@ def run_to_end(src: Path, dst: Archive) -> dict:
         kill_session(proc)
     assert proc.returncode == 0, out[-3000:]
     (manifest,) = set(dst.paths("runs/*.json")) - before
-    return json.loads(dst.fs.cat_file(manifest))
+    manifest = json.loads(dst.fs.cat_file(manifest))
+    assert manifest["engine"] == engine
+    return manifest
 
 
-def kill_mid_run(src: Path, dst: Archive, log: Path, shards: int = 1) -> int:
+def kill_mid_run(src: Path, dst: Archive, log: Path, engine: str, shards: int = 1) -> int:
     """Start the run and kill -9 it once `shards` shards are there (default: the first); returns how
     many shards it left. The caller checks that the kill landed where it wanted (else it proves nothing)."""
     with open(log, "w") as out:
-        proc = subprocess.Popen(compress_cmd(src, dst.url), start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(compress_cmd(src, dst.url, engine), start_new_session=True, stdout=out,
+                                stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 300
             while proc.poll() is None and time.monotonic() < deadline and len(dst.paths("shards/*.parquet")) < shards:
@@ -141,16 +148,18 @@ def destination(request, tmp_path):
     request.getfixturevalue("s3")
     import s3fs
 
-    s3fs.S3FileSystem().mkdir("killed")
-    return lambda i: Archive(f"s3://killed/archive{i}")
+    if not s3fs.S3FileSystem().exists("killed"):
+        s3fs.S3FileSystem().mkdir("killed")
+    return lambda i: Archive(f"s3://killed/{tmp_path.name}/archive{i}")  # a folder per test
 
 
-def test_killed_run_then_rerun_archives_each_key_once(tmp_path, destination):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_killed_run_then_rerun_archives_each_key_once(tmp_path, destination, engine):
     src = tmp_path / "src"
     make_images(src)
     for attempt in range(KILL_ATTEMPTS):  # a fresh archive for each try
         dst, log = destination(attempt), tmp_path / f"killed-run-{attempt}.log"
-        shards_at_kill = kill_mid_run(src, dst, log)
+        shards_at_kill = kill_mid_run(src, dst, log, engine)
         if 0 < shards_at_kill < N_IMAGES and not dst.paths("runs/*.json"):
             break
     else:
@@ -162,7 +171,7 @@ def test_killed_run_then_rerun_archives_each_key_once(tmp_path, destination):
     ok_before = {r["key"] for r in left if r["status"] == "ok"}
     audit_and_restore(dst, len(left), tmp_path / "restored")
 
-    rerun = run_to_end(src, dst)
+    rerun = run_to_end(src, dst, engine)
     assert (rerun["listed"], rerun["processed"], rerun["ok"]) == (N_IMAGES, N_IMAGES - len(ok_before), N_IMAGES - len(ok_before))
     rows = dst.rows()  # plain pyarrow: every shard of every run
     ok = [(r["key"], r["source_sha256"]) for r in rows if r["status"] == "ok"]
@@ -173,25 +182,26 @@ def test_killed_run_then_rerun_archives_each_key_once(tmp_path, destination):
     assert sorted(r["key"] for r in current) == sorted(p.name for p in src.iterdir())
     assert all(r["status"] == "ok" for r in current)
 
-    again = run_to_end(src, dst)  # after completion: nothing new to do
+    again = run_to_end(src, dst, engine)  # after completion: nothing new to do
     assert (again["processed"], again["skipped_unchanged"]) == (0, N_IMAGES)
     assert len(dst.rows()) == len(rows)
 
 
-def test_killed_after_its_last_shard_before_its_manifest(tmp_path):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_killed_after_its_last_shard_before_its_manifest(tmp_path, engine):
     """Every row written, no run manifest: the archive is whole (audit, decompress), and a rerun with
     --incremental codes nothing again and writes the manifest."""
     src = tmp_path / "src"
     make_images(src)
     for attempt in range(KILL_ATTEMPTS):
         dst, log = Archive(str(tmp_path / f"archive{attempt}")), tmp_path / f"killed-run-{attempt}.log"
-        if kill_mid_run(src, dst, log, shards=N_IMAGES) == N_IMAGES and not dst.paths("runs/*.json"):
+        if kill_mid_run(src, dst, log, engine, shards=N_IMAGES) == N_IMAGES and not dst.paths("runs/*.json"):
             break
     else:
         pytest.fail(f"no kill landed between the last shard and the manifest in {KILL_ATTEMPTS} tries; "
                     f"its output:\n{log.read_text()[-3000:]}")
     assert sorted(r["key"] for r in dst.rows()) == sorted(p.name for p in src.iterdir())
     audit_and_restore(dst, N_IMAGES, tmp_path / "restored")
-    rerun = run_to_end(src, dst)
+    rerun = run_to_end(src, dst, engine)
     assert (rerun["listed"], rerun["processed"], rerun["skipped_unchanged"]) == (N_IMAGES, 0, N_IMAGES)
     assert len(dst.rows()) == N_IMAGES

@@ -11,9 +11,10 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from s3faults import FaultProxy
-from test_pipeline_kill import make_images
+from test_pipeline_kill import ENGINES, make_images
 
 TNG = Path(sys.executable).with_name("tng")
 N_IMAGES = 8
@@ -25,25 +26,27 @@ def tng(*args: str, endpoint: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(TNG), *args], env=env, capture_output=True, text=True, timeout=600)
 
 
-def test_jobs_survive_s3_faults(s3, tmp_path):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_jobs_survive_s3_faults(s3, tmp_path, engine):
     import s3fs
 
     fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3})
-    fs.mkdir("faulty")
+    bucket = f"faulty-{engine}"
+    fs.mkdir(bucket)
     make_images(tmp_path / "src", N_IMAGES)
-    fs.put(str(tmp_path / "src") + "/", "faulty/in/", recursive=True)
+    fs.put(str(tmp_path / "src") + "/", f"{bucket}/in/", recursive=True)
     with FaultProxy(s3, share=0.3, seed=7) as proxy:
-        r = tng("compress", "s3://faulty/in", "s3://faulty/archive", "--workers", "1", "--batch-size", "2",
-                "--rows-per-shard", "2", endpoint=proxy.url)
+        r = tng("compress", f"s3://{bucket}/in", f"s3://{bucket}/archive", "--workers", "1", "--batch-size", "2",
+                "--rows-per-shard", "2", *ENGINES[engine], endpoint=proxy.url)
         assert r.returncode == 0, r.stderr[-3000:]
         assert f"{N_IMAGES} ok" in r.stdout and "0 errors" in r.stdout
-        r = tng("audit", "s3://faulty/archive", "--workers", "1", endpoint=proxy.url)
+        r = tng("audit", f"s3://{bucket}/archive", "--workers", "1", endpoint=proxy.url)
         assert r.returncode == 0 and f"{N_IMAGES} rows checked, 0 problems" in r.stdout, r.stdout + r.stderr[-2000:]
-        r = tng("decompress", "s3://faulty/archive", str(tmp_path / "out"), "--workers", "1", endpoint=proxy.url)
+        r = tng("decompress", f"s3://{bucket}/archive", str(tmp_path / "out"), "--workers", "1", endpoint=proxy.url)
         assert r.returncode == 0 and f"decompressed {N_IMAGES} of {N_IMAGES}" in r.stdout, r.stderr[-2000:]
     assert all(proxy.counts[k] > 0 for k in ("slowdown", "internal", "reset", "slow")), proxy.counts
     fs.invalidate_cache()
-    shards = fs.glob("faulty/archive/shards/*")
+    shards = fs.glob(f"{bucket}/archive/shards/*")
     tables = [pq.read_table(p, filesystem=fs) for p in shards]  # each whole: a partial one would not parse
     rows = [r for t in tables for r in t.to_pylist()]
     assert sorted(r["key"] for r in rows) == sorted(p.name for p in (tmp_path / "src").iterdir())  # once each

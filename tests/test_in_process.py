@@ -1,0 +1,120 @@
+"""Small compress runs in the driver's process, without Ray (pipeline/in_process.py): the same rows,
+shards and figures as the Ray Data graph, incremental runs, and the rule that sends a run to Ray."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from conftest import ROOT, SAMPLES
+from tng.jobs.cli import main
+from tng.pipeline.archive import SCHEMA
+from tng.pipeline.compress_graph import CompressSettings, needs_ray
+from tng.pipeline.in_process import small_todo
+
+TNG = Path(sys.executable).with_name("tng")
+VARIES = {"run_id", "encoded_at"}  # what differs between two runs of the same files
+FIGURES_VARY = {"run_id", "started", "finished", "shards", "engine", "settings"}
+
+
+@pytest.fixture(autouse=True)
+def no_ray_in_this_process():
+    """A Ray this process started sends every run to Ray (needs_ray): none may be left by other tests."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
+def rows(archive: Path) -> dict[str, dict]:
+    return {r["key"]: {k: v for k, v in r.items() if k not in VARIES}
+            for r in pq.read_table(archive / "shards").to_pylist()}  # plain pyarrow
+
+
+def manifests(archive: Path) -> list[dict]:
+    return sorted((json.loads(p.read_text()) for p in (archive / "runs").glob("*.json")), key=lambda m: m["started"])
+
+
+def test_a_small_run_writes_what_the_ray_graph_writes(src, tmp_path):
+    """Every kind of row (TNG, AVIF and JPEG XL under --codec auto, JPEGs kept losslessly, alpha, files
+    that are not images), both ways: byte-identical rows and the same figures. The in-process run
+    never imports Ray; a run over the limit goes to Ray."""
+    args = ["compress", str(src), "--codec", "auto", "--workers", "1", "--batch-size", "3", "--rows-per-shard", "4"]
+    here = subprocess.run([sys.executable, "-c", (
+        "import sys; from tng.jobs.cli import main; rc = main(sys.argv[1:]); "
+        "assert 'ray' not in sys.modules, 'the small run imported Ray'; sys.exit(rc)"),
+        *args[:2], str(tmp_path / "here"), *args[2:]], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert here.returncode == 0, here.stderr[-3000:]
+    n = sum(p.is_file() for p in src.rglob("*"))
+    on_ray = subprocess.run([str(TNG), *args[:2], str(tmp_path / "ray"), *args[2:], "--in-process-files", str(n - 1)],
+                            capture_output=True, text=True, timeout=600)
+    assert on_ray.returncode == 0, on_ray.stderr[-3000:]
+
+    (a,), (b,) = manifests(tmp_path / "here"), manifests(tmp_path / "ray")
+    assert (a["engine"], b["engine"]) == ("in-process", "ray")
+    assert {k: v for k, v in a.items() if k not in FIGURES_VARY} == {k: v for k, v in b.items() if k not in FIGURES_VARY}
+    assert a["processed"] == n and a["errors"] == 3 and {"tng", "avif", "jpeg-jxl"} <= set(a["by_codec"])
+    assert rows(tmp_path / "here") == rows(tmp_path / "ray")
+    assert len(a["shards"]) == 3 and all(pq.read_metadata(p).num_rows <= 4 for p in a["shards"])
+    assert all(f"{n} files, {n} processed" in r.stdout for r in (here, on_ray))
+
+
+def test_small_incremental_runs(tmp_path, capsys):
+    """Unchanged files are skipped without being read; a changed file is coded again; a deleted key stays
+    in the archive's count, as the graph's anti-join has it."""
+    src, archive = tmp_path / "src", tmp_path / "archive"
+    (src / "sub").mkdir(parents=True)
+    for name in ("astronaut.png", "chelsea.png", "coffee.png"):
+        Image.open(SAMPLES / name).crop((0, 0, 160, 120)).save(src / "sub" / name)
+    (src / "top.png").write_bytes((src / "sub" / "coffee.png").read_bytes())
+    run = ["compress", str(src), str(archive), "--batch-size", "1", "--rows-per-shard", "2"]
+    assert main(run) == 0
+    assert main([*run, "--incremental"]) == 0
+    Image.open(SAMPLES / "coffee.png").crop((0, 0, 120, 160)).save(src / "top.png")
+    (src / "sub" / "chelsea.png").unlink()
+    assert main([*run, "--incremental"]) == 0
+    first, again, changed = manifests(archive)
+    assert all(m["engine"] == "in-process" for m in (first, again, changed))
+    assert (first["processed"], first["ok"], len(first["shards"])) == (4, 4, 2)
+    assert (again["processed"], again["skipped_unchanged"], again["shards"]) == (0, 4, [])
+    assert (changed["listed"], changed["processed"], changed["archive_keys"]) == (3, 1, 4)
+    latest = {r["key"]: r for r in pq.read_table(changed["shards"][0]).to_pylist()}
+    assert list(latest) == ["top.png"] and latest["top.png"]["width"] == 120
+    assert "3 files, 1 processed, 2 unchanged (skipped), 1 ok" in capsys.readouterr().out
+
+
+def test_when_a_run_goes_to_ray(tmp_path, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    small = CompressSettings()
+    assert not needs_ray(small, None)
+    assert needs_ray(small, "ray://head:10001")
+    assert needs_ray(CompressSettings(gpus_per_worker=1), None)
+    assert needs_ray(CompressSettings(listing="keys.txt"), None)
+    assert needs_ray(CompressSettings(in_process_files=0), None)
+    monkeypatch.setenv("RAY_ADDRESS", "auto")
+    assert needs_ray(small, None)
+
+    src, archive = tmp_path / "src", tmp_path / "archive"
+    (src / "a").mkdir(parents=True)
+    for i in range(3):
+        (src / "a" / f"{i}.png").write_bytes(b"")
+    todo = small_todo(str(src), str(archive), {}, CompressSettings(in_process_files=3))
+    assert sorted(todo.rows["key"].to_pylist()) == ["a/0.png", "a/1.png", "a/2.png"] and todo.listed == 3
+    assert small_todo(str(src), str(archive), {}, CompressSettings(in_process_files=2)) is None  # more files
+    (archive / "shards").mkdir(parents=True)
+    for i in range(4):
+        pq.write_table(SCHEMA.empty_table(), archive / "shards" / f"{i}.parquet")
+    assert small_todo(str(src), str(archive), {}, CompressSettings(in_process_files=3)) is None  # more shards
+    assert small_todo(str(src), str(archive), {}, CompressSettings(in_process_files=4)).listed == 3
+
+
+def test_run_level_failures_of_a_small_run(tmp_path, capsys):
+    assert main(["compress", str(tmp_path / "nope"), str(tmp_path / "a")]) == 1
+    assert "cannot list" in capsys.readouterr().err
+    (tmp_path / "one.png").write_bytes((SAMPLES / "coffee.png").read_bytes())
+    assert main(["compress", str(tmp_path / "one.png"), str(tmp_path / "b")]) == 0  # one file: its name is the key
+    assert list(rows(tmp_path / "b")) == ["one.png"]
