@@ -500,7 +500,8 @@ def step_compress(a: argparse.Namespace, work: Path, device: str, photos: dict) 
     gpus = a.gpus_per_worker if device == "cuda" else 0
     tng = [sys.executable, "-m", "tng.jobs.cli"]
     cmd = [*tng, "compress", str(work / "photos"), str(archive), "--quality", str(a.quality), *effort_option(a),
-           "--workers", str(a.workers), "--gpus-per-worker", f"{gpus:g}", "--batch-size", str(a.batch_size)]
+           "--workers", str(a.workers), "--gpus-per-worker", f"{gpus:g}", "--batch-size", str(a.batch_size),
+           "--in-process-files", "0"]  # on Ray's actors, CPU-only too: a few photos would otherwise run in-process
     mp = photos["megapixels"]
     with GpuSampler(device == "cuda") as gpu:
         t = time.perf_counter()

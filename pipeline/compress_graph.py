@@ -71,7 +71,8 @@ def compress_run(src: str, dst: str, settings: CompressSettings, storage_options
 def needs_ray(settings: CompressSettings, address: str | None) -> bool:
     """Whether a run goes to Ray whatever its size: on a cluster (--address, RAY_ADDRESS) or a Ray this
     process has started already, on GPUs, from a listing manifest (made for buckets too large to list),
-    or with in-process runs turned off."""
+    or with in-process runs turned off. (SRC on a filesystem other than a local folder or S3 goes to
+    Ray too: in_process.small_todo.)"""
     import sys
 
     ray = sys.modules.get("ray")
@@ -87,6 +88,8 @@ def _small_todo(src: str, dst: str, storage_options: dict, settings: CompressSet
         return small_todo(src, dst, storage_options, settings)
     except ListingError as e:
         raise RunError(str(e)) from None
+    except Exception as e:  # the archive's shards (listing errors are ListingErrors)
+        raise RunError(f"cannot read archive {dst}: {ray_cause(e)}") from None
 
 
 def _manifest_settings(s: CompressSettings) -> dict:

@@ -6,16 +6,20 @@ the Ray Data graph (compress_graph.py), run one batch after another.
 
 Whatever the job, Ray costs ~10 s before the first image on 2 cores (its start, Ray Data's first
 executions, the actors' start: BENCHMARKS.md), which is most of a run of a few photos. A run is
-small when SRC lists at most `settings.in_process_files` files (listed here, page by page, stopping
-as soon as there are more) and the archive has at most as many shards; compress_graph.py decides
-when Ray runs it anyway (a cluster, GPUs, a listing manifest, a Ray already started).
+small when the archive has at most `settings.in_process_files` shards and SRC, a local folder or
+an S3 prefix, at most as many files (counted first, stopping as soon as there are more; listing.py
+`small_listing`); compress_graph.py `needs_ray` says when Ray runs it anyway (a cluster, GPUs, a
+listing manifest, a Ray already started).
 
 What is shared with the graph, not copied: the listing (listing.py), the anti-join of one partition
-(pending.py), the load, encode and classic stages (stages.py) and the shard writer (archive.py). The
-one codec here uses every CPU (`--workers` sizes Ray's actor pool, there is none here).
+(pending.py), the load, encode and classic stages (stages.py) and the shard writer (archive.py):
+the same rows and run figures. Shards hold `--rows-per-shard` rows each but the last, where Ray's
+write tasks may cut them otherwise. The one codec here uses every CPU the process may (`--workers`
+sizes Ray's actor pool: there is none here).
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 import numpy as np
@@ -43,11 +47,11 @@ def small_todo(src: str, dst: str, storage_options: dict, settings: CompressSett
     from .pending import as_todo, resolve_here
 
     limit = settings.in_process_files
+    shards = shard_paths(*open_fs(dst, storage_options))  # first: cheaper than listing SRC
+    if len(shards) > limit:
+        return None
     listing = small_listing(src, storage_options, limit)
     if listing is None:
-        return None
-    shards = shard_paths(*open_fs(dst, storage_options))
-    if len(shards) > limit:
         return None
     if not shards:  # a first run: keys unique, nothing to compare with
         return Todo(as_todo(listing), listing.num_rows, None)
@@ -57,20 +61,35 @@ def small_todo(src: str, dst: str, storage_options: dict, settings: CompressSett
 def encode_and_write(todo: pa.Table, dst: str, storage_options: dict, settings: CompressSettings,
                      run_id: str) -> list[str]:
     """load_batch ─▶ CompressActor ─▶ (classic_batch) ─▶ shards, batch by batch; returns the shards written."""
-    from .stages import CompressActor, classic_batch, load_batch
+    from .stages import CompressActor
+
+    import torch
 
     s = settings
-    coder = CompressActor(quality=s.quality, target_psnr=s.target_psnr, model_id=s.model_id, run_id=run_id,
-                          threads=len(os.sched_getaffinity(0)), device="cpu", max_pixels=s.max_pixels,
-                          effort=s.effort, codec=s.codec)
+    threads = torch.get_num_threads()  # the actor sets this process's; given back at the end
+    try:
+        coder = CompressActor(quality=s.quality, target_psnr=s.target_psnr, model_id=s.model_id, run_id=run_id,
+                              threads=local_cpus(), device="cpu", max_pixels=s.max_pixels, effort=s.effort,
+                              codec=s.codec)
+        return _run(coder, todo, dst, storage_options, s, run_id)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(coder, todo: pa.Table, dst: str, storage_options: dict, s: CompressSettings, run_id: str) -> list[str]:
+    from .stages import classic_batch, load_batch
+
     fs, root = open_fs(dst, storage_options)
     written: list[str] = []
     kept: list[pa.Table] = []
 
-    def flush() -> None:
-        if kept:
-            written.extend(write_shards(fs, root, run_id, len(written), pa.concat_tables(kept), s.rows_per_shard))
-            kept.clear()
+    def flush(whole_shards_only: bool) -> None:
+        """Write what is kept: full shards only (the rest stays kept), or everything."""
+        rows = pa.concat_tables(kept)
+        n = rows.num_rows - rows.num_rows % s.rows_per_shard if whole_shards_only else rows.num_rows
+        if n:
+            written.extend(write_shards(fs, root, run_id, len(written), rows.slice(0, n), s.rows_per_shard))
+        kept[:] = [rows.slice(n)] if n < rows.num_rows else []
 
     for start in range(0, todo.num_rows, s.batch_size):
         batch = {c: np.array(todo[c].slice(start, s.batch_size).to_pylist(), dtype=object) for c in todo.column_names}
@@ -79,10 +98,26 @@ def encode_and_write(todo: pa.Table, dst: str, storage_options: dict, settings: 
             continue
         rows = _table(coder(loaded))
         kept.append(classic_batch(rows, s.codec, s.max_pixels) if s.codec != "tng" else rows)
-        if sum(t.num_rows for t in kept) >= s.rows_per_shard or sum(t.nbytes for t in kept) >= FLUSH_BYTES:
-            flush()
-    flush()
+        if sum(t.nbytes for t in kept) >= FLUSH_BYTES:
+            flush(whole_shards_only=False)
+        elif sum(t.num_rows for t in kept) >= s.rows_per_shard:
+            flush(whole_shards_only=True)
+    if kept:
+        flush(whole_shards_only=False)
     return written
+
+
+def local_cpus() -> int:
+    """The CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota (a container's
+    --cpus), as Ray counts a local node's."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota
+    return n
 
 
 def _table(columns: dict) -> pa.Table:

@@ -75,9 +75,11 @@ def listing_dataset(src: str, storage_options: dict):
 
 def small_listing(src: str, storage_options: dict, limit: int) -> pa.Table | None:
     """SRC's files (LISTING_SCHEMA) listed here, in the driver, when there are at most `limit` of them;
-    None when there are more, or when SRC's filesystem cannot list lazily (only local folders and S3
-    page: other backends list a whole tree at once, which the driver must not hold). Stops listing as
-    soon as the limit is passed. Raises ListingError when SRC cannot be listed."""
+    None when there are more, or when SRC's filesystem cannot be counted cheaply (local folders and S3
+    can: other backends list a whole tree at once, which the driver must not hold). A bounded count
+    comes first (at most `limit` + 1 entries read, `_count_exceeds`), then the same prefixes and pages
+    as listing_dataset's tasks, so that both list the same keys. Raises ListingError when SRC cannot be
+    listed."""
     fs, root, one_file = open_source(src, storage_options)
     if one_file is not None:
         return one_file
@@ -85,15 +87,51 @@ def small_listing(src: str, storage_options: dict, limit: int) -> pa.Table | Non
         return None
     found: list[tuple[str, int | None, str | None]] = []
     try:
-        for page in file_pages(fs, root, recursive=True):
-            found += page
-            if len(found) > limit:
-                return None
+        if _count_exceeds(fs, root, limit):
+            return None
+        for prefix, recursive in split_prefixes(fs, root):
+            for page in file_pages(fs, prefix, recursive):
+                found += page
+                if len(found) > limit:  # the count stopped short of it (folders linked twice)
+                    return None
     except Exception as e:
-        raise ListingError(f"cannot list {src}: {type(e).__name__}: {e}") from None
+        raise ListingError(f"cannot list {src}: {type(e).__name__}: {_first_line(e)}") from None
     uri = url_prefix(fs)
     return pa.table({"key": [p[len(root) + 1:] for p, _, _ in found], "source_uri": [uri + p for p, _, _ in found],
                      "size": [n for _, n, _ in found], "version": [v for _, _, v in found]}, schema=LISTING_SCHEMA)
+
+
+def _count_exceeds(fs, root: str, limit: int) -> bool:
+    """Whether there are more than `limit` files under root, stopping as soon as there are: on S3 one
+    ListObjectsV2 request where there are; locally, folders read unsorted, each real folder once."""
+    n = 0
+    if _is_s3(fs):
+        for page in _s3_pages(fs, root, recursive=True, page_rows=limit + 1):
+            n += sum(i["type"] == "file" and not i["name"].endswith("/") for i in page)
+            if n > limit:
+                return True
+        return False
+    stack, seen = [root], set()
+    while stack:
+        with os.scandir(stack.pop()) as it:
+            for e in it:
+                try:
+                    st = e.stat()
+                except OSError:
+                    st = None  # a dangling link: listed, as _local_files lists it
+                if st is not None and stat.S_ISDIR(st.st_mode):
+                    if (st.st_dev, st.st_ino) not in seen:
+                        seen.add((st.st_dev, st.st_ino))
+                        stack.append(e.path)
+                    continue
+                n += 1
+                if n > limit:
+                    return True
+    return False
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e) else ""
 
 
 def open_source(src: str, storage_options: dict) -> tuple:
@@ -198,9 +236,9 @@ def _local_files(folder: str, recursive: bool) -> Iterator[tuple[str, int | None
                 yield e.path, st.st_size, f"mtime={st.st_mtime}"  # fsspec's format: archives compare it
 
 
-def _s3_pages(fs, folder: str, recursive: bool) -> Iterator[list[dict]]:
+def _s3_pages(fs, folder: str, recursive: bool, page_rows: int | None = None) -> Iterator[list[dict]]:
     """s3fs info dicts of the objects under `folder` (and the sub-'folders' when not recursive), as
-    ListObjectsV2 returns them: a page at a time, never the whole listing in memory."""
+    ListObjectsV2 returns them: `page_rows` (default PAGE_ROWS) at a time, never the whole listing in memory."""
     from fsspec.asyn import sync
 
     bucket, _, key = folder.partition("/")
@@ -214,7 +252,7 @@ def _s3_pages(fs, folder: str, recursive: bool) -> Iterator[list[dict]]:
                 break
         return out
 
-    while page := sync(fs.loop, take, PAGE_ROWS):
+    while page := sync(fs.loop, take, page_rows or PAGE_ROWS):
         yield page
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import types
 from pathlib import Path
 
+import fsspec
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
@@ -41,42 +43,60 @@ def manifests(archive: Path) -> list[dict]:
 
 def test_a_small_run_writes_what_the_ray_graph_writes(src, tmp_path):
     """Every kind of row (TNG, AVIF and JPEG XL under --codec auto, JPEGs kept losslessly, alpha, files
-    that are not images), both ways: byte-identical rows and the same figures. The in-process run
-    never imports Ray; a run over the limit goes to Ray."""
+    that are not images, a folder linked in twice), both ways: byte-identical rows and the same
+    figures. The in-process run never imports Ray; a run over the limit goes to Ray."""
+    (src / "alias").symlink_to(src / "deep", target_is_directory=True)
     args = ["compress", str(src), "--codec", "auto", "--workers", "1", "--batch-size", "3", "--rows-per-shard", "4"]
     here = subprocess.run([sys.executable, "-c", (
         "import sys; from tng.jobs.cli import main; rc = main(sys.argv[1:]); "
         "assert 'ray' not in sys.modules, 'the small run imported Ray'; sys.exit(rc)"),
         *args[:2], str(tmp_path / "here"), *args[2:]], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert here.returncode == 0, here.stderr[-3000:]
-    n = sum(p.is_file() for p in src.rglob("*"))
-    on_ray = subprocess.run([str(TNG), *args[:2], str(tmp_path / "ray"), *args[2:], "--in-process-files", str(n - 1)],
+    on_ray = subprocess.run([str(TNG), *args[:2], str(tmp_path / "ray"), *args[2:], "--in-process-files", "3"],
                             capture_output=True, text=True, timeout=600)
     assert on_ray.returncode == 0, on_ray.stderr[-3000:]
 
     (a,), (b,) = manifests(tmp_path / "here"), manifests(tmp_path / "ray")
     assert (a["engine"], b["engine"]) == ("in-process", "ray")
     assert {k: v for k, v in a.items() if k not in FIGURES_VARY} == {k: v for k, v in b.items() if k not in FIGURES_VARY}
-    assert a["processed"] == n and a["errors"] == 3 and {"tng", "avif", "jpeg-jxl"} <= set(a["by_codec"])
-    assert rows(tmp_path / "here") == rows(tmp_path / "ray")
-    assert len(a["shards"]) == 3 and all(pq.read_metadata(p).num_rows <= 4 for p in a["shards"])
-    assert all(f"{n} files, {n} processed" in r.stdout for r in (here, on_ray))
+    assert a["processed"] == 9 and a["errors"] == 3 and {"tng", "avif", "jpeg-jxl"} <= set(a["by_codec"])
+    here_rows = rows(tmp_path / "here")
+    assert {"alias/alpha.png", "alias/er/cup.jpg", "deep/alpha.png"} <= set(here_rows)
+    assert here_rows == rows(tmp_path / "ray")
+    assert [pq.read_metadata(p).num_rows for p in a["shards"]] == [4, 4, 1]  # --rows-per-shard, the last one less
+    assert all("9 files, 9 processed" in r.stdout for r in (here, on_ray))
 
 
-def test_small_incremental_runs(tmp_path, capsys):
+def test_small_incremental_runs(tmp_path, capsys, monkeypatch):
     """Unchanged files are skipped without being read; a changed file is coded again; a deleted key stays
-    in the archive's count, as the graph's anti-join has it."""
+    in the archive's count, as the graph's anti-join has it. The run leaves this process's torch
+    threads as they were."""
+    import torch
+
+    from tng.pipeline import stages
+
     src, archive = tmp_path / "src", tmp_path / "archive"
     (src / "sub").mkdir(parents=True)
     for name in ("astronaut.png", "chelsea.png", "coffee.png"):
         Image.open(SAMPLES / name).crop((0, 0, 160, 120)).save(src / "sub" / name)
     (src / "top.png").write_bytes((src / "sub" / "coffee.png").read_bytes())
+    read: list[str] = []
+    load_batch = stages.load_batch
+    monkeypatch.setattr(stages, "load_batch", lambda batch, *a, **k: read.extend(batch["key"]) or load_batch(batch, *a, **k))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     run = ["compress", str(src), str(archive), "--batch-size", "1", "--rows-per-shard", "2"]
-    assert main(run) == 0
-    assert main([*run, "--incremental"]) == 0
+    try:
+        assert main(run) == 0
+        assert torch.get_num_threads() == 1
+        assert main([*run, "--incremental"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert len(read) == 4  # the first run's, none by the second
     Image.open(SAMPLES / "coffee.png").crop((0, 0, 120, 160)).save(src / "top.png")
     (src / "sub" / "chelsea.png").unlink()
     assert main([*run, "--incremental"]) == 0
+    assert read[4:] == ["top.png"]
     first, again, changed = manifests(archive)
     assert all(m["engine"] == "in-process" for m in (first, again, changed))
     assert (first["processed"], first["ok"], len(first["shards"])) == (4, 4, 2)
@@ -97,6 +117,10 @@ def test_when_a_run_goes_to_ray(tmp_path, monkeypatch):
     assert needs_ray(CompressSettings(in_process_files=0), None)
     monkeypatch.setenv("RAY_ADDRESS", "auto")
     assert needs_ray(small, None)
+    monkeypatch.delenv("RAY_ADDRESS")
+    monkeypatch.setitem(sys.modules, "ray", types.SimpleNamespace(is_initialized=lambda: True))
+    assert needs_ray(small, None)  # this process's Ray
+    monkeypatch.delitem(sys.modules, "ray")
 
     src, archive = tmp_path / "src", tmp_path / "archive"
     (src / "a").mkdir(parents=True)
@@ -110,6 +134,8 @@ def test_when_a_run_goes_to_ray(tmp_path, monkeypatch):
         pq.write_table(SCHEMA.empty_table(), archive / "shards" / f"{i}.parquet")
     assert small_todo(str(src), str(archive), {}, CompressSettings(in_process_files=3)) is None  # more shards
     assert small_todo(str(src), str(archive), {}, CompressSettings(in_process_files=4)).listed == 3
+    fsspec.filesystem("memory").pipe("/src/a.png", b"")
+    assert small_todo("memory://src", str(archive), {}, CompressSettings()) is None  # no cheap count there
 
 
 def test_run_level_failures_of_a_small_run(tmp_path, capsys):
@@ -118,3 +144,7 @@ def test_run_level_failures_of_a_small_run(tmp_path, capsys):
     (tmp_path / "one.png").write_bytes((SAMPLES / "coffee.png").read_bytes())
     assert main(["compress", str(tmp_path / "one.png"), str(tmp_path / "b")]) == 0  # one file: its name is the key
     assert list(rows(tmp_path / "b")) == ["one.png"]
+    (tmp_path / "b" / "shards" / "junk.parquet").write_bytes(b"not parquet")
+    assert main(["compress", str(tmp_path / "one.png"), str(tmp_path / "b"), "--incremental"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("tng: error: cannot read archive") and len(err.strip().splitlines()) == 1, err

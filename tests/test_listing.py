@@ -79,6 +79,10 @@ def test_s3_listing_is_paged(s3, monkeypatch):
     assert sorted(p for p, _, _ in found) == sorted(f"lst-paged/{k}" for k in keys)
     path, size, version = found[0]
     assert size == 3 and version == f"ETag={fs.info(path)['ETag']}" and version.startswith('ETag="')
+    # A small run's listing in the driver (pipeline/in_process.py): the same keys, or None past its limit.
+    small = listing.small_listing("s3://lst-paged/in", {}, limit=len(keys))
+    assert sorted(small["key"].to_pylist()) == sorted(k[len("in/"):] for k in keys)
+    assert listing.small_listing("s3://lst-paged/in", {}, limit=len(keys) - 1) is None
 
 
 def test_listing_dataset_folder_single_file_and_missing(ray_local, tmp_path):

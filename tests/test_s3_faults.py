@@ -5,6 +5,7 @@ every readable key `ok`, no shard half-written; and a source that vanishes betwe
 its read is one `error` row with the reason, not a failed run."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -46,6 +47,8 @@ def test_jobs_survive_s3_faults(s3, tmp_path, engine):
         assert r.returncode == 0 and f"decompressed {N_IMAGES} of {N_IMAGES}" in r.stdout, r.stderr[-2000:]
     assert all(proxy.counts[k] > 0 for k in ("slowdown", "internal", "reset", "slow")), proxy.counts
     fs.invalidate_cache()
+    (manifest,) = fs.glob(f"{bucket}/archive/runs/*.json")
+    assert json.loads(fs.cat_file(manifest))["engine"] == engine
     shards = fs.glob(f"{bucket}/archive/shards/*")
     tables = [pq.read_table(p, filesystem=fs) for p in shards]  # each whole: a partial one would not parse
     rows = [r for t in tables for r in t.to_pylist()]
