@@ -514,8 +514,8 @@ def step_compress(a: argparse.Namespace, work: Path, device: str, photos: dict) 
         raise StepFailed(f"tng compress exited {rc}", res)
     res.update(archive_figures(archive))
     report = work / "audit.json"
-    rc, _ = run_logged([*tng, "audit", str(archive), "--workers", str(a.workers), "--report", str(report)],
-                       a.step_timeout)
+    rc, _ = run_logged([*tng, "audit", str(archive), "--workers", str(a.workers), "--report", str(report),
+                        "--in-process-files", "0"], a.step_timeout)
     audit = json.loads(report.read_text()) if report.exists() else {}
     res["audit"] = {"exit_code": rc, "rows_checked": audit.get("rows_checked"), "mismatches": audit.get("mismatches"),
                     "problems": audit.get("problems", [])[:20]}

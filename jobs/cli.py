@@ -107,13 +107,14 @@ def _quality(s: str) -> float:
 
 
 def parser() -> argparse.ArgumentParser:
-    from tng.jobs.common import effort_parent, ray_parent, storage_options_parent
+    from tng.jobs.common import effort_parent, in_process_parent, ray_parent, storage_options_parent
 
     p = argparse.ArgumentParser(prog="tng", description="TNG learned image compression")
     sub = p.add_subparsers(dest="command", required=True)
     effort = effort_parent()
     _add_image_commands(sub, effort)
-    _add_archive_jobs(sub, storage=storage_options_parent(), on_ray=ray_parent(), effort=effort)
+    _add_archive_jobs(sub, storage=storage_options_parent(), on_ray=ray_parent(), effort=effort,
+                      small=in_process_parent())
     _add_model_commands(sub)
     return p
 
@@ -143,17 +144,17 @@ def _add_image_commands(sub, effort: argparse.ArgumentParser) -> None:
 
 
 def _add_archive_jobs(sub, *, storage: argparse.ArgumentParser, on_ray: argparse.ArgumentParser,
-                      effort: argparse.ArgumentParser) -> None:
+                      effort: argparse.ArgumentParser, small: argparse.ArgumentParser) -> None:
     """The jobs on an archive: (name, help, the shared options they take, their own, their entry point,
     which returns the exit status)."""
     from tng.jobs import compact, compress, decompress, report
 
     for name, text, parents, add, fn in [
-        ("compress", "compress a folder or bucket of images into Parquet shards (Ray Data)", [on_ray, effort, storage],
+        ("compress", "compress a folder or bucket of images into Parquet shards (Ray Data)", [on_ray, small, effort, storage],
          compress.add_arguments, compress.main),
-        ("decompress", "decode archive rows back to image files (Ray Data)", [on_ray, storage],
+        ("decompress", "decode archive rows back to image files (Ray Data)", [on_ray, small, storage],
          decompress.add_decompress_arguments, decompress.decompress),
-        ("audit", "decode archive rows and verify them; exit 1 on any mismatch", [on_ray, storage],
+        ("audit", "decode archive rows and verify them; exit 1 on any mismatch", [on_ray, small, storage],
          decompress.add_audit_arguments, decompress.audit),
         ("report", "rate–distortion report of an archive: report.html, report.md, summary.json", [on_ray, effort, storage],
          report.add_report_arguments, report.report),

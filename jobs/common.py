@@ -4,6 +4,7 @@
     parse_storage_options     --storage-option KEY=VALUE items -> fsspec keyword arguments
     storage_options_parent()  argparse parents: --storage-option
     ray_parent()              --address, --workers (the codec actors)
+    in_process_parent()       --in-process-files (small jobs without Ray)
     effort_parent()           --effort (encode, compress, the RD study of report)
 
 Each job module declares its own arguments (`add_arguments`-style functions) and takes these as
@@ -17,7 +18,8 @@ import json
 
 from tng.pipeline.run import RunError
 
-__all__ = ["RunError", "effort_parent", "parse_storage_options", "ray_parent", "storage_options_parent"]
+__all__ = ["RunError", "effort_parent", "in_process_parent", "parse_storage_options", "ray_parent",
+           "storage_options_parent"]
 
 
 def parse_storage_options(items: list[str] | None) -> dict:
@@ -43,6 +45,19 @@ def ray_parent() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--workers", type=int, default=2, help="codec actors (model copies)")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    return p
+
+
+def in_process_parent() -> argparse.ArgumentParser:
+    """--in-process-files (compress, decompress, audit): small jobs run without Ray's start-up."""
+    from tng.pipeline.run import IN_PROCESS_FILES
+
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--in-process-files", type=int, default=IN_PROCESS_FILES, metavar="N",
+                   help="a job of at most N files (and an archive of at most N shards) runs in this process, one "
+                        "codec on every CPU, without Ray's start-up (compress: from a local folder or S3, not from "
+                        "a --listing, not on GPUs); larger jobs, and any job on a cluster (--address, RAY_ADDRESS), "
+                        f"run on Ray. 0: always Ray. Default {IN_PROCESS_FILES}")
     return p
 
 

@@ -63,8 +63,8 @@ def _share(text: str) -> float:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """compress's own arguments; --workers, --address, --storage-option and --effort come from the
-    parents in jobs/common.py (jobs/cli.py)."""
+    """compress's own arguments; --workers, --address, --storage-option, --in-process-files and
+    --effort come from the parents in jobs/common.py (jobs/cli.py)."""
     p.add_argument("src", help="folder or fsspec URL of the images (s3://bucket/prefix, gs://..., path)")
     p.add_argument("dst", help="folder or fsspec URL of the archive")
     g = p.add_mutually_exclusive_group()
@@ -98,11 +98,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-error-share", type=_share, default=1.0, metavar="F",
                    help="exit 1 when more than this share (0-1) of the processed files became error rows; "
                         "the rows are written either way (default 1: never)")
-    p.add_argument("--in-process-files", type=int, default=CompressSettings.in_process_files, metavar="N",
-                   help="a run of at most N files (and an archive of at most N shards) runs in this process, one "
-                        "codec on every CPU, without Ray's start-up; larger runs, and runs on a cluster (--address), "
-                        "on GPUs or from a --listing, run on Ray. 0: always Ray. "
-                        f"Default {CompressSettings.in_process_files}")
     p.add_argument("--model", type=int, default=DEFAULT_MODEL_ID, help="model id (see `tng models`)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
 

@@ -49,7 +49,7 @@ def decompress(args: argparse.Namespace) -> int:
     from tng.codec.images import write_atomically
 
     opts = parse_storage_options(args.storage_option)
-    selected = select(args.archive, opts, args.keys, args.sample, args.address)
+    selected = select(args.archive, opts, args.keys, args.sample, args.address, args.in_process_files)
     out = Path(args.out)
     total = written = unsafe = 0
     for r in decode(selected, args.archive, opts, args.address, args.workers, None):
@@ -89,7 +89,7 @@ def audit(args: argparse.Namespace) -> int:
     to the figures file as they come."""
     opts = parse_storage_options(args.storage_option)
     figures_path = figures_file(args)
-    selected = select(args.archive, opts, None, args.sample, args.address)
+    selected = select(args.archive, opts, None, args.sample, args.address, args.in_process_files)
     checked, problems, n_problems, drift, n_drift = 0, [], 0, [], 0
     psnr = {"images": 0, "sum_stored": 0.0, "sum_recomputed": 0.0, "max_abs_difference": 0.0}
     with _FiguresWriter(figures_path) as figures:

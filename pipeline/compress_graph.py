@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import posixpath
 import uuid
 from typing import TYPE_CHECKING
@@ -69,15 +68,13 @@ def compress_run(src: str, dst: str, settings: CompressSettings, storage_options
 
 
 def needs_ray(settings: CompressSettings, address: str | None) -> bool:
-    """Whether a run goes to Ray whatever its size: on a cluster (--address, RAY_ADDRESS) or a Ray this
-    process has started already, on GPUs, from a listing manifest (made for buckets too large to list),
-    or with in-process runs turned off. (SRC on a filesystem other than a local folder or S3 goes to
-    Ray too: in_process.small_todo.)"""
-    import sys
+    """Whether a run goes to Ray whatever its size: where run.ray_wanted says so (a cluster, a Ray this
+    process has started), on GPUs, from a listing manifest (made for buckets too large to list), or
+    with in-process runs turned off. (SRC on a filesystem other than a local folder or S3 goes to Ray
+    too: in_process.small_todo.)"""
+    from tng.pipeline.run import ray_wanted
 
-    ray = sys.modules.get("ray")
-    return bool(address or os.environ.get("RAY_ADDRESS") or (ray is not None and ray.is_initialized())
-                or settings.gpus_per_worker or settings.listing or settings.in_process_files <= 0)
+    return ray_wanted(address) or bool(settings.gpus_per_worker or settings.listing or settings.in_process_files <= 0)
 
 
 def _small_todo(src: str, dst: str, storage_options: dict, settings: CompressSettings):

@@ -10,6 +10,8 @@ from tng.codec.images import DEFAULT_MAX_PIXELS
 from tng.codec.jpeg_transcode import DEFAULT_JPEG_CHOICE
 from tng.codec.registry import DEFAULT_MODEL_ID
 
+from .run import IN_PROCESS_FILES
+
 
 @dataclass(frozen=True)
 class CompressSettings:
@@ -29,4 +31,4 @@ class CompressSettings:
     incremental: bool = False
     listing: str | None = None  # a listing manifest to take SRC's keys from, instead of listing SRC
     max_error_share: float = 1.0  # recorded only: the job decides what it means for the exit status
-    in_process_files: int = 64  # runs of at most this many files (and archive shards) run without Ray; 0: never
+    in_process_files: int = IN_PROCESS_FILES  # runs of at most this many files (and archive shards) run without Ray; 0: never

@@ -1,4 +1,5 @@
-"""Decoding archive rows on Ray Data, for `tng decompress` and `tng audit`:
+"""Decoding archive rows on Ray Data, for `tng decompress` and `tng audit` (and, for a few rows, in
+the command's own process, without Ray's start-up: the same picks and DecodeActor):
 
     select(archive, ...)   the current `ok` rows, all, some keys, or a reproducible sample: tasks read
                            the shards' small columns, each key's rows meet in their partition (as in
@@ -21,22 +22,25 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Iterator
 
-from .run import RunError, ray_cause
+import pyarrow as pa
+
+from .run import IN_PROCESS_FILES, RunError, ray_cause
 
 if TYPE_CHECKING:
-    import pyarrow as pa
     from ray.data import Dataset
 
 DECODE_COLUMNS = ["key", "codec", "bitstream", "decoded_sha256", "source_sha256", "psnr", "exif", "icc_profile"]
 PICK_COLUMNS = ["key", "status", "encoded_at"]
 
 
-def select(archive: str, opts: dict, keys: list[str] | None, sample: float | None, address: str | None) -> Dataset:
-    """The current ok rows to decode as a materialized Dataset of (key, path, row): all of them,
-    only `keys` (every one must be there), or a reproducible `sample` fraction of the keys."""
+def select(archive: str, opts: dict, keys: list[str] | None, sample: float | None, address: str | None,
+           in_process_files: int = IN_PROCESS_FILES) -> Dataset | pa.Table:
+    """The current ok rows to decode, (key, path, row) each: all of them, only `keys` (every one must
+    be there), or a reproducible `sample` fraction of the keys. A materialized Dataset; or, when there
+    are at most `in_process_files` of them in as many shards at most and Ray is not wanted
+    (run.ray_wanted), a table picked in this process, which `decode` decodes here too."""
     from tng.pipeline.archive import open_fs, shard_paths
-    from tng.pipeline.pending import SHARD_ROWS, grouped, partitions_for, shard_dataset
-    from tng.pipeline.run import init_ray
+    from tng.pipeline.run import init_ray, ray_wanted
 
     if sample is not None and not 0 < sample <= 1:
         raise RunError(f"--sample must be in (0, 1], got {sample}")
@@ -45,10 +49,42 @@ def select(archive: str, opts: dict, keys: list[str] | None, sample: float | Non
         shards = shard_paths(fs, root)
     except Exception as e:
         raise RunError(f"cannot read archive {archive}: {type(e).__name__}: {e}") from None
-    init_ray(address)
-    if not shards:
-        import ray
+    picked = None
+    if not ray_wanted(address) and len(shards) <= in_process_files:
+        picked = _select_here(archive, opts, shards, keys, sample)
+        if picked.num_rows > in_process_files:
+            picked = None  # a job for Ray after all: its small columns were read once more than needed
+    if picked is None:
+        init_ray(address)
+        picked = _select_on_ray(archive, opts, shards, keys, sample)
+    if keys:
+        found = set(picked["key"].to_pylist() if isinstance(picked, pa.Table) else
+                    [r["key"] for r in picked.select_columns(["key"]).take_all()])  # at most len(keys) rows
+        missing = set(keys) - found
+        if missing:
+            raise RunError(f"not in the archive (or not ok): {', '.join(sorted(missing)[:5])}")
+    return picked
 
+
+def _select_here(archive: str, opts: dict, shards: list[str], keys: list[str] | None,
+                 sample: float | None) -> pa.Table:
+    """select's picks in this process: the shards' small columns meet as one partition does on Ray."""
+    try:
+        rows = _tag_rows(pa.table({"path": shards}), archive, opts, parts=1) if shards else None
+    except Exception as e:  # a shard that cannot be read
+        raise RunError(f"cannot read archive {archive}: {ray_cause(e)}") from None
+    if rows is None:
+        return pa.table({"key": pa.array([], pa.string()), "path": pa.array([], pa.string()),
+                         "row": pa.array([], pa.int64())})
+    return _pick(rows, keys, sample)
+
+
+def _select_on_ray(archive: str, opts: dict, shards: list[str], keys: list[str] | None, sample: float | None) -> Dataset:
+    import ray
+
+    from tng.pipeline.pending import SHARD_ROWS, grouped, partitions_for, shard_dataset
+
+    if not shards:
         return ray.data.from_items([]).materialize()
     parts = partitions_for(len(shards) * SHARD_ROWS)
     rows = shard_dataset(shards).map_batches(_tag_rows, fn_kwargs={"url": archive, "opts": opts, "parts": parts},
@@ -56,24 +92,22 @@ def select(archive: str, opts: dict, keys: list[str] | None, sample: float | Non
     picked = grouped(rows, "part", parts).map_groups(_pick, fn_kwargs={"only": keys, "sample": sample},
                                                      batch_format="pyarrow")
     try:  # the picks of one shard meet, so that decode reads each shard once
-        picked = grouped(picked, "path", parts).map_groups(_unchanged, batch_format="pyarrow").materialize()
+        return grouped(picked, "path", parts).map_groups(_unchanged, batch_format="pyarrow").materialize()
     except Exception as e:  # a shard that cannot be read
         raise RunError(f"cannot read archive {archive}: {ray_cause(e)}") from None
-    if keys:
-        found = {r["key"] for r in picked.select_columns(["key"]).take_all()}  # at most len(keys) rows
-        missing = set(keys) - found
-        if missing:
-            raise RunError(f"not in the archive (or not ok): {', '.join(sorted(missing)[:5])}")
-    return picked
 
 
-def decode(selected: Dataset, archive: str, opts: dict, address: str | None, workers: int,
+def decode(selected: Dataset | pa.Table, archive: str, opts: dict, address: str | None, workers: int,
            source: str | None, files: bool = True) -> Iterator[dict]:
-    """DecodeActor's output row for each selected row (stages.py), on `workers` actors, as they come;
-    without `files` (audit) rows are checked but their files not made or sent."""
+    """DecodeActor's output row for each selected row (stages.py), as they come: on `workers` actors,
+    or in this process for select's table; without `files` (audit) rows are checked but their files
+    not made or sent."""
     from tng.pipeline.run import actor_pool, init_ray, task_remote_args
     from tng.pipeline.stages import DecodeActor
 
+    if isinstance(selected, pa.Table):
+        yield from _decode_here(selected, archive, opts, source, files)
+        return
     if selected.count() == 0:
         return
     pool = actor_pool(workers, init_ray(address))
@@ -91,9 +125,37 @@ def decode(selected: Dataset, archive: str, opts: dict, address: str | None, wor
         raise RunError(f"cannot decode archive {archive}: {ray_cause(e)}") from None
 
 
+def _decode_here(selected: pa.Table, archive: str, opts: dict, source: str | None, files: bool) -> Iterator[dict]:
+    """decode in this process: one DecodeActor on every CPU, the picked rows read a shard at a time
+    (`_fetch`), in batches of 4 as on Ray; this process's torch threads given back at the end."""
+    import torch
+
+    from tng.pipeline.run import local_cpus
+    from tng.pipeline.stages import DecodeActor
+
+    if not selected.num_rows:
+        return
+    threads = torch.get_num_threads()
+    try:
+        actor = DecodeActor(threads=local_cpus(), source_root=source, storage_options=opts, files=files)
+        blocks = _fetch(selected, archive, opts)
+        while True:
+            try:
+                block = next(blocks, None)
+            except Exception as e:  # a shard that cannot be read (a row's own failure is its `error`)
+                raise RunError(f"cannot decode archive {archive}: {ray_cause(e)}") from None
+            if block is None:
+                return
+            for start in range(0, block.num_rows, 4):
+                batch = block.slice(start, 4)
+                out = actor({c: batch[c].to_numpy(zero_copy_only=False) for c in batch.column_names})
+                yield from (dict(zip(out, values)) for values in zip(*out.values()))
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _tag_rows(batch: pa.Table, url: str, opts: dict, parts: int) -> pa.Table:
     """One shard's rows, small columns only, with their partition and where they are (path, row)."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from tng.pipeline.archive import SCHEMA, open_fs
@@ -112,7 +174,6 @@ def _tag_rows(batch: pa.Table, url: str, opts: dict, parts: int) -> pa.Table:
 def _pick(t: pa.Table, only: list[str] | None, sample: float | None) -> pa.Table:
     """A partition's current ok rows, of the keys `only` or of the sample only: (key, path, row).
     (Not `keys`: map_groups passes its own.)"""
-    import pyarrow as pa
     import pyarrow.compute as pc
 
     from tng.pipeline.archive import current_rows

@@ -19,14 +19,13 @@ sizes Ray's actor pool: there is none here).
 """
 from __future__ import annotations
 
-import math
-import os
 from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
 from .archive import SCHEMA, open_fs, shard_paths, write_shards
 from .compress_settings import CompressSettings
+from .run import local_cpus
 
 FLUSH_BYTES = 256 << 20  # rows kept before a shard is written, whatever --rows-per-shard says: memory
 
@@ -105,19 +104,6 @@ def _run(coder, todo: pa.Table, dst: str, storage_options: dict, s: CompressSett
     if kept:
         flush(whole_shards_only=False)
     return written
-
-
-def local_cpus() -> int:
-    """The CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota (a container's
-    --cpus), as Ray counts a local node's."""
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    try:
-        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
-        if quota != "max":
-            n = min(n, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass  # no cgroup v2 quota
-    return n
 
 
 def _table(columns: dict) -> pa.Table:

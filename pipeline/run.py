@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import os
 import sys
 import warnings
 from dataclasses import dataclass
 
+IN_PROCESS_FILES = 64  # jobs of at most this many files run in the command's process, without Ray (jobs/common.py)
 LOCAL_ACTOR_CPUS = 0.5
 TASK_CPUS = 0  # load and write tasks: see the module docstring
 # On a cluster whose workers offer this custom resource (infra/: one per CPU, none on the head), load
@@ -69,6 +71,28 @@ def quiet_ray() -> None:
     dataset_log = logging.getLogger("ray.data.dataset")
     if _NO_FREE_CPU_ALARM not in dataset_log.filters:
         dataset_log.addFilter(_NO_FREE_CPU_ALARM)
+
+
+def ray_wanted(address: str | None) -> bool:
+    """Whether a job must run on Ray whatever its size: on a cluster (--address, RAY_ADDRESS), or in a
+    process that has started Ray already (a notebook's, a test's). Otherwise a small job runs in
+    this process (pipeline/in_process.py, decode_graph.py), without Ray's start-up."""
+    ray = sys.modules.get("ray")
+    return bool(address or os.environ.get("RAY_ADDRESS") or (ray is not None and ray.is_initialized()))
+
+
+def local_cpus() -> int:
+    """The CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota (a container's
+    --cpus), as Ray counts a local node's. The torch threads of a job run in this process."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota
+    return n
 
 
 def init_ray(address: str | None) -> bool:

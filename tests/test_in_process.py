@@ -1,5 +1,6 @@
-"""Small compress runs in the driver's process, without Ray (pipeline/in_process.py): the same rows,
-shards and figures as the Ray Data graph, incremental runs, and the rule that sends a run to Ray."""
+"""Small jobs in the command's own process, without Ray (pipeline/in_process.py, decode_graph.py): the
+same rows, figures and restored files as on Ray Data, incremental runs, and the rules that send a
+job to Ray."""
 from __future__ import annotations
 
 import json
@@ -65,6 +66,27 @@ def test_a_small_run_writes_what_the_ray_graph_writes(src, tmp_path):
     assert here_rows == rows(tmp_path / "ray")
     assert [pq.read_metadata(p).num_rows for p in a["shards"]] == [4, 4, 1]  # --rows-per-shard, the last one less
     assert all("9 files, 9 processed" in r.stdout for r in (here, on_ray))
+
+    # decompress and audit of the in-process archive: in-process too, Ray never imported; the files
+    # are those a decompress on Ray restores (6 ok rows: over a limit of 5, after the picks, Ray runs it).
+    restore = subprocess.run([sys.executable, "-c", (
+        "import sys; from tng.jobs.cli import main; a = sys.argv[1:]; "
+        "rc = main(['decompress', a[0], a[1]]) or main(['audit', a[0], '--source', a[2], '--report', a[3]]); "
+        "assert 'ray' not in sys.modules, 'a small decompress or audit imported Ray'; sys.exit(rc)"),
+        str(tmp_path / "here"), str(tmp_path / "out-here"), str(src), str(tmp_path / "audit.json")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert restore.returncode == 0, restore.stdout + restore.stderr[-3000:]
+    assert "decompressed 6 of 6 images" in restore.stdout and "6 rows checked, 0 problems" in restore.stdout
+    report = json.loads((tmp_path / "audit.json").read_text())
+    lossy = sum(r["status"] == "ok" and r["psnr"] is not None for r in here_rows.values())
+    assert lossy >= 2 and report["psnr_vs_source"]["images"] == lossy and report["psnr_mismatch_count"] == 0
+    r = subprocess.run([str(TNG), "decompress", str(tmp_path / "here"), str(tmp_path / "out-ray"),
+                        "--in-process-files", "5"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "decompressed 6 of 6 images" in r.stdout, r.stderr[-3000:]
+    restored = {p.relative_to(tmp_path / "out-here"): p.read_bytes() for p in (tmp_path / "out-here").rglob("*") if p.is_file()}
+    assert len(restored) == 6
+    assert restored == {p.relative_to(tmp_path / "out-ray"): p.read_bytes()
+                        for p in (tmp_path / "out-ray").rglob("*") if p.is_file()}
 
 
 def test_small_incremental_runs(tmp_path, capsys, monkeypatch):
@@ -146,5 +168,8 @@ def test_run_level_failures_of_a_small_run(tmp_path, capsys):
     assert list(rows(tmp_path / "b")) == ["one.png"]
     (tmp_path / "b" / "shards" / "junk.parquet").write_bytes(b"not parquet")
     assert main(["compress", str(tmp_path / "one.png"), str(tmp_path / "b"), "--incremental"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("tng: error: cannot read archive") and len(err.strip().splitlines()) == 1, err
+    assert main(["audit", str(tmp_path / "b")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("tng: error: cannot read archive") and len(err.strip().splitlines()) == 1, err

@@ -72,7 +72,7 @@ def reap_session(proc: subprocess.Popen, grace_s: float = 20) -> None:
 KILL_ATTEMPTS = 3
 
 
-ENGINES = {"ray": ["--in-process-files", "0"], "in-process": []}  # these runs are small: in-process by default
+ENGINES = {"ray": ["--in-process-files", "0"], "in-process": []}  # these jobs are small: in-process by default
 
 
 def compress_cmd(src: Path, dst: str, engine: str) -> list[str]:
