@@ -1,4 +1,4 @@
-"""A small job from a fresh process: `tng compress` of a few photos and `tng decompress` of its archive,
+"""Small jobs from a fresh process: `tng compress` of a few photos, `tng decompress` and `tng report` of its archive,
 in-process (the default for small jobs, pipeline/in_process.py, decode_graph.py) against the same
 jobs on a local Ray (`--in-process-files 0`).
 
@@ -9,8 +9,9 @@ engines, each `tng compress SRC DST` (default settings) into an empty archive in
 Figures per run: wall seconds of the command (interpreter start to exit); seconds from the start to
 the first image (the first row's `encoded_at`, stamped when that image's encode is done); peak
 summed RSS of the process tree (the driver and, on Ray, every Ray process: bench/pipeline_speed.py's
-TreeMemory, sampled every 0.1 s); then the wall seconds of `tng decompress` of that archive, the
-same way (in-process, or with `--in-process-files 0`). Prints a table, writes JSON.
+TreeMemory, sampled every 0.1 s); then the wall seconds of `tng decompress` of that archive and of
+`tng report` of it with its RD study (`--source SRC`), the same way (in-process, or with
+`--in-process-files 0`): the README's first command, and their sum. Prints a table, writes JSON.
 """
 from __future__ import annotations
 
@@ -58,9 +59,16 @@ def one_run(src: Path, engine: str, work: Path) -> dict:
     decompress_s = time.perf_counter() - t
     if back.returncode:
         raise SystemExit(f"tng decompress ({engine}) failed:\n{back.stderr[-3000:]}")
+    t = time.perf_counter()
+    report = subprocess.run([str(TNG), "report", str(dst), str(dst) + "-report", "--source", str(src), *ENGINES[engine]],
+                            capture_output=True, text=True)
+    report_s = time.perf_counter() - t
+    if report.returncode:
+        raise SystemExit(f"tng report ({engine}) failed:\n{report.stderr[-3000:]}")
     return {"engine": engine, "wall_s": round(wall, 2), "first_image_s": round((first - start).total_seconds(), 2),
             "peak_rss_mb": round(mem.peak_rss), "processes": mem.peak_procs, "ok": run["ok"], "errors": run["errors"],
-            "decompress_wall_s": round(decompress_s, 2)}
+            "decompress_wall_s": round(decompress_s, 2), "report_wall_s": round(report_s, 2),
+            "readme_wall_s": round(wall + decompress_s + report_s, 2)}
 
 
 def cpu() -> str:
@@ -85,12 +93,13 @@ def main() -> None:
             for engine in (ENGINES if i % 2 == 0 else reversed(ENGINES)):
                 results.append(one_run(a.src, engine, Path(work)))
                 print(json.dumps(results[-1]), flush=True)
-    print("\n| engine | compress: wall s | to the first image s | peak RSS of the process tree MB | decompress: wall s |"
-          "\n|---|---:|---:|---:|---:|")
+    print("\n| engine | compress: wall s | to the first image s | peak RSS of the process tree MB | decompress: wall s "
+          "| report --source: wall s | the three |\n|---|---:|---:|---:|---:|---:|---:|")
     for engine in ENGINES:
         mine = [r for r in results if r["engine"] == engine]
         span = lambda k: f"{min(r[k] for r in mine):g}–{max(r[k] for r in mine):g}"  # noqa: E731
-        print(f"| {engine} | {span('wall_s')} | {span('first_image_s')} | {span('peak_rss_mb')} | {span('decompress_wall_s')} |")
+        print(f"| {engine} | {span('wall_s')} | {span('first_image_s')} | {span('peak_rss_mb')} | {span('decompress_wall_s')} "
+              f"| {span('report_wall_s')} | {span('readme_wall_s')} |")
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps({"date": dt.datetime.now(dt.timezone.utc).isoformat(), "machine": cpu(), "src": str(a.src), "runs": results}, indent=1))
     print(f"wrote {a.out}")

@@ -150,13 +150,14 @@ def _add_archive_jobs(sub, *, storage: argparse.ArgumentParser, on_ray: argparse
     from tng.jobs import compact, compress, decompress, report
 
     for name, text, parents, add, fn in [
-        ("compress", "compress a folder or bucket of images into Parquet shards (Ray Data)", [on_ray, small, effort, storage],
+        ("compress", "compress a folder or bucket of images into Parquet shards (Ray Data; a few files in this process)", [on_ray, small, effort, storage],
          compress.add_arguments, compress.main),
-        ("decompress", "decode archive rows back to image files (Ray Data)", [on_ray, small, storage],
+        ("decompress", "decode archive rows back to image files (Ray Data; a few rows in this process)", [on_ray, small, storage],
          decompress.add_decompress_arguments, decompress.decompress),
         ("audit", "decode archive rows and verify them; exit 1 on any mismatch", [on_ray, small, storage],
          decompress.add_audit_arguments, decompress.audit),
-        ("report", "rate–distortion report of an archive: report.html, report.md, summary.json", [on_ray, effort, storage],
+        ("report", "rate–distortion report of an archive: report.html, report.md, summary.json",
+         [on_ray, small, effort, storage],
          report.add_report_arguments, report.report),
         ("info", "an archive's headline figures", [storage], report.add_info_arguments, report.info),
         ("compact", "rewrite an archive's shards as few, keeping each key's current row", [storage],

@@ -4,7 +4,7 @@
     parse_storage_options     --storage-option KEY=VALUE items -> fsspec keyword arguments
     storage_options_parent()  argparse parents: --storage-option
     ray_parent()              --address, --workers (the codec actors)
-    in_process_parent()       --in-process-files (small jobs without Ray)
+    in_process_parent()       --in-process-files (small jobs without Ray: compress, decompress, audit, report)
     effort_parent()           --effort (encode, compress, the RD study of report)
 
 Each job module declares its own arguments (`add_arguments`-style functions) and takes these as
@@ -49,15 +49,15 @@ def ray_parent() -> argparse.ArgumentParser:
 
 
 def in_process_parent() -> argparse.ArgumentParser:
-    """--in-process-files (compress, decompress, audit): small jobs run without Ray's start-up."""
+    """--in-process-files (compress, decompress, audit, report): small jobs run without Ray's start-up."""
     from tng.pipeline.run import IN_PROCESS_FILES
 
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--in-process-files", type=int, default=IN_PROCESS_FILES, metavar="N",
-                   help="a job of at most N files (and an archive of at most N shards) runs in this process, one "
-                        "codec on every CPU, without Ray's start-up (compress: from a local folder or S3, not from "
-                        "a --listing, not on GPUs); larger jobs, and any job on a cluster (--address, RAY_ADDRESS), "
-                        f"run on Ray. 0: always Ray. Default {IN_PROCESS_FILES}")
+                   help="a job of at most N files (and an archive of at most N shards; report: an RD study of at "
+                        "most N images) runs in this process, one codec on every CPU, without Ray's start-up "
+                        "(compress: from a local folder or S3, not from a --listing, not on GPUs); larger jobs, and "
+                        f"any job on a cluster (--address, RAY_ADDRESS), run on Ray. 0: always Ray. Default {IN_PROCESS_FILES}")
     return p
 
 

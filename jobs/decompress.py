@@ -1,5 +1,5 @@
-"""`tng decompress ARCHIVE OUT` and `tng audit ARCHIVE`: decode archive rows on the actor pool
-(pipeline/decode_graph.py) and write or check what comes back.
+"""`tng decompress ARCHIVE OUT` and `tng audit ARCHIVE`: decode archive rows on the actor pool, or in
+this process for a few rows (pipeline/decode_graph.py), and write or check what comes back.
 
 decompress writes each current `ok` row to OUT/<key> (TNG rows as PNG: OUT/<key>.png with the
 original suffix replaced; JPEGs recompressed with JPEG XL and rows kept as source: the original file,

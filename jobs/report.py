@@ -660,7 +660,7 @@ def rd_study(a: Archive, args: argparse.Namespace, opts: dict) -> tuple[dict, by
           file=sys.stderr)
     results = sweep_sources(items, model_id=args.model, baselines=available, workers=args.workers,
                             storage_options=opts, max_pixels=args.max_pixels, address=args.address,
-                            effort=args.effort)
+                            effort=args.effort, in_process_files=args.in_process_files)
     measured = [r for r in results if not r["error"]]
     study = {"source": args.source, "seed": args.seed, "requested": args.sample, "model_id": args.model,
              "effort": args.effort,

@@ -1,21 +1,24 @@
-"""Decoding archive rows on Ray Data, for `tng decompress` and `tng audit` (and, for a few rows, in
-the command's own process, without Ray's start-up: the same picks and DecodeActor):
+"""Decoding archive rows for `tng decompress` and `tng audit`, on Ray Data, or in the command's own
+process for a small job (no Ray start-up; the same picks and DecodeActor):
 
     select(archive, ...)   the current `ok` rows, all, some keys, or a reproducible sample: tasks read
                            the shards' small columns, each key's rows meet in their partition (as in
                            pending.py) and the current one is picked; then the picks of one shard
-                           meet; a materialized Dataset of (key, path, row)
+                           meet; a materialized Dataset of (key, path, row). For an archive of at
+                           most `in_process_files` shards the driver reads them and picks, as one
+                           partition does, and keeps the picks as a table when they are that few too
       ─▶ decode(selected, ...)  tasks read the picked rows' streams, a shard at a time ─▶ DecodeActor
                            pool (stages.py): each row's file, its hash and whether it matches, PSNR
                            against the source when given; a row's failure is its `error`, never the run's
-                           ─▶ (audit) tasks make each output block one Arrow chunk (`_one_chunk`)
+                           ─▶ (audit) tasks make each output block one Arrow chunk (`_one_chunk`).
+                           A table of picks: one DecodeActor here, a shard's streams at a time
 
 Everything that shuffles runs in `select`, before the actors exist and take the CPUs; `decode` only
 maps (run.py: why tasks beside the actors reserve no CPU).
 
-The driver holds neither the archive's rows nor the decoded files: it gets the results one block at
-a time (`decode` is an iterator). Raises RunError when the archive cannot be read or the selection is
-impossible.
+On Ray the driver holds neither the archive's rows nor the decoded files: it gets the results one
+block at a time (`decode` is an iterator); for a small archive it holds its picks. Raises RunError
+when the archive cannot be read or the selection is impossible.
 """
 from __future__ import annotations
 
@@ -31,14 +34,16 @@ if TYPE_CHECKING:
 
 DECODE_COLUMNS = ["key", "codec", "bitstream", "decoded_sha256", "source_sha256", "psnr", "exif", "icc_profile"]
 PICK_COLUMNS = ["key", "status", "encoded_at"]
+PICKS = pa.schema([("key", pa.string()), ("path", pa.string()), ("row", pa.int64())])  # what select gives
 
 
 def select(archive: str, opts: dict, keys: list[str] | None, sample: float | None, address: str | None,
            in_process_files: int = IN_PROCESS_FILES) -> Dataset | pa.Table:
     """The current ok rows to decode, (key, path, row) each: all of them, only `keys` (every one must
-    be there), or a reproducible `sample` fraction of the keys. A materialized Dataset; or, when there
-    are at most `in_process_files` of them in as many shards at most and Ray is not wanted
-    (run.ray_wanted), a table picked in this process, which `decode` decodes here too."""
+    be there), or a reproducible `sample` fraction of the keys. A materialized Dataset, each block one
+    shard's picks; or, when Ray is not wanted (run.ray_wanted) and the archive has at most
+    `in_process_files` shards, picked here, in this process: a table, which `decode` decodes here too
+    when it holds at most `in_process_files` rows (more go to Ray as they are, not picked again)."""
     from tng.pipeline.archive import open_fs, shard_paths
     from tng.pipeline.run import init_ray, ray_wanted
 
@@ -49,12 +54,14 @@ def select(archive: str, opts: dict, keys: list[str] | None, sample: float | Non
         shards = shard_paths(fs, root)
     except Exception as e:
         raise RunError(f"cannot read archive {archive}: {type(e).__name__}: {e}") from None
-    picked = None
-    if not ray_wanted(address) and len(shards) <= in_process_files:
+    if not shards:  # nothing to decode, on any engine
+        picked = PICKS.empty_table()
+    elif not ray_wanted(address) and len(shards) <= in_process_files:
         picked = _select_here(archive, opts, shards, keys, sample)
         if picked.num_rows > in_process_files:
-            picked = None  # a job for Ray after all: its small columns were read once more than needed
-    if picked is None:
+            init_ray(address)
+            picked = _as_dataset(picked)
+    else:
         init_ray(address)
         picked = _select_on_ray(archive, opts, shards, keys, sample)
     if keys:
@@ -68,24 +75,29 @@ def select(archive: str, opts: dict, keys: list[str] | None, sample: float | Non
 
 def _select_here(archive: str, opts: dict, shards: list[str], keys: list[str] | None,
                  sample: float | None) -> pa.Table:
-    """select's picks in this process: the shards' small columns meet as one partition does on Ray."""
+    """select's picks in this process: the shards' small columns (read side by side: S3 answers each
+    in a round trip) meet as one partition does on Ray."""
+    from concurrent.futures import ThreadPoolExecutor
+
     try:
-        rows = _tag_rows(pa.table({"path": shards}), archive, opts, parts=1) if shards else None
+        with ThreadPoolExecutor(8) as pool:
+            tables = list(pool.map(lambda p: _tag_rows(pa.table({"path": [p]}), archive, opts, parts=1), shards))
+        return _pick(pa.concat_tables(tables), keys, sample)
     except Exception as e:  # a shard that cannot be read
         raise RunError(f"cannot read archive {archive}: {ray_cause(e)}") from None
-    if rows is None:
-        return pa.table({"key": pa.array([], pa.string()), "path": pa.array([], pa.string()),
-                         "row": pa.array([], pa.int64())})
-    return _pick(rows, keys, sample)
+
+
+def _as_dataset(picked: pa.Table) -> Dataset:
+    """Picks made here, for decode on Ray: one block per shard, as _select_on_ray makes them."""
+    import pyarrow.compute as pc
+    import ray
+
+    return ray.data.from_arrow([picked.filter(pc.equal(picked["path"], p)) for p in pc.unique(picked["path"]).to_pylist()])
 
 
 def _select_on_ray(archive: str, opts: dict, shards: list[str], keys: list[str] | None, sample: float | None) -> Dataset:
-    import ray
-
     from tng.pipeline.pending import SHARD_ROWS, grouped, partitions_for, shard_dataset
 
-    if not shards:
-        return ray.data.from_items([]).materialize()
     parts = partitions_for(len(shards) * SHARD_ROWS)
     rows = shard_dataset(shards).map_batches(_tag_rows, fn_kwargs={"url": archive, "opts": opts, "parts": parts},
                                              batch_size=1, batch_format="pyarrow")

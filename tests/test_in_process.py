@@ -68,7 +68,7 @@ def test_a_small_run_writes_what_the_ray_graph_writes(src, tmp_path):
     assert all("9 files, 9 processed" in r.stdout for r in (here, on_ray))
 
     # decompress and audit of the in-process archive: in-process too, Ray never imported; the files
-    # are those a decompress on Ray restores (6 ok rows: over a limit of 5, after the picks, Ray runs it).
+    # are those a decompress on Ray restores (6 ok rows: over a limit of 5, the picks go to Ray).
     restore = subprocess.run([sys.executable, "-c", (
         "import sys; from tng.jobs.cli import main; a = sys.argv[1:]; "
         "rc = main(['decompress', a[0], a[1]]) or main(['audit', a[0], '--source', a[2], '--report', a[3]]); "
@@ -80,8 +80,11 @@ def test_a_small_run_writes_what_the_ray_graph_writes(src, tmp_path):
     report = json.loads((tmp_path / "audit.json").read_text())
     lossy = sum(r["status"] == "ok" and r["psnr"] is not None for r in here_rows.values())
     assert lossy >= 2 and report["psnr_vs_source"]["images"] == lossy and report["psnr_mismatch_count"] == 0
-    r = subprocess.run([str(TNG), "decompress", str(tmp_path / "here"), str(tmp_path / "out-ray"),
-                        "--in-process-files", "5"], capture_output=True, text=True, timeout=600)
+    r = subprocess.run([sys.executable, "-c", (
+        "import sys; from tng.jobs.cli import main; rc = main(sys.argv[1:]); "
+        "assert 'ray' in sys.modules, 'more picks than the limit did not go to Ray'; sys.exit(rc)"),
+        "decompress", str(tmp_path / "here"), str(tmp_path / "out-ray"), "--in-process-files", "5"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and "decompressed 6 of 6 images" in r.stdout, r.stderr[-3000:]
     restored = {p.relative_to(tmp_path / "out-here"): p.read_bytes() for p in (tmp_path / "out-here").rglob("*") if p.is_file()}
     assert len(restored) == 6
@@ -173,3 +176,33 @@ def test_run_level_failures_of_a_small_run(tmp_path, capsys):
     assert main(["audit", str(tmp_path / "b")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("tng: error: cannot read archive") and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_small_decode_fails_in_one_line_and_gives_the_threads_back(tmp_path, capsys):
+    """A shard that breaks between the picks and the decode: a RunError, this process's torch threads
+    as they were; an empty archive has nothing to decode, and no key."""
+    import torch
+
+    from tng.jobs.common import RunError
+    from tng.pipeline.decode_graph import decode, select
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "one.png").write_bytes((SAMPLES / "coffee.png").read_bytes())
+    assert main(["compress", str(tmp_path / "src"), str(tmp_path / "a")]) == 0
+    picked = select(str(tmp_path / "a"), {}, None, None, None)
+    assert picked.num_rows == 1  # a table: picked here
+    (shard,) = (tmp_path / "a" / "shards").glob("*.parquet")
+    shard.write_bytes(b"broken since")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.raises(RunError, match="cannot decode archive"):
+            list(decode(picked, str(tmp_path / "a"), {}, None, 1, None))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    (tmp_path / "empty").mkdir()
+    assert main(["decompress", str(tmp_path / "empty"), str(tmp_path / "out")]) == 0
+    assert "decompressed 0 of 0" in capsys.readouterr().out
+    assert main(["decompress", str(tmp_path / "empty"), str(tmp_path / "out"), "--keys", "one.png"]) == 1
+    assert "not in the archive" in capsys.readouterr().err

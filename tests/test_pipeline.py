@@ -248,6 +248,30 @@ def test_decompress_keys_and_sample_and_audit_sample(ray_local, src, tmp_path, c
     assert "--sample must be in (0, 1]" in capsys.readouterr().err
 
 
+def test_picks_made_in_the_driver_are_the_picks_on_ray(ray_local, src, tmp_path):
+    """decode_graph.select picks a small archive's rows in the driver: the same (key, path, row) as its
+    Ray graph, for every key, some keys and a sample, across two runs (a key's current row)."""
+    from tng.pipeline.archive import open_fs, shard_paths
+    from tng.pipeline.decode_graph import _select_here, _select_on_ray
+
+    archive = tmp_path / "archive"
+    assert main(["compress", str(src), str(archive), "--workers", "1"]) == 0
+    (src / "cat.png").write_bytes((src / "deep" / "alpha.png").read_bytes())
+    assert main(["compress", str(src), str(archive), "--workers", "1", "--incremental"]) == 0
+    shards = shard_paths(*open_fs(str(archive)))
+    assert len(shards) == 2
+    for keys, sample in ((None, None), (["cat.png", "small.jpg"], None), (None, 0.5)):
+        here = _select_here(str(archive), {}, shards, keys, sample).to_pylist()
+        on_ray = _select_on_ray(str(archive), {}, shards, keys, sample).take_all()
+        assert sorted(map(sorted_items, here)) == sorted(map(sorted_items, on_ray)) and here, (keys, sample)
+    latest = max((json.loads(p.read_text()) for p in (archive / "runs").glob("*.json")), key=lambda m: m["started"])
+    assert [r["path"] for r in _select_here(str(archive), {}, shards, ["cat.png"], None).to_pylist()] == latest["shards"]
+
+
+def sorted_items(row: dict) -> tuple:
+    return tuple(sorted(row.items()))
+
+
 def test_compress_target_psnr_and_max_pixels(ray_local, src, tmp_path):
     out = tmp_path / "archive"
     assert main(["compress", str(src), str(out), "--workers", "1", "--target-psnr", "31", "--max-pixels", "100000",

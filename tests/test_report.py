@@ -22,6 +22,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from tng.codec.images import DEFAULT_MAX_PIXELS
+from tng.codec.registry import DEFAULT_MODEL_ID
 from tng.jobs.cli import main
 from tng.jobs.report import RESOLUTIONS, reason_class
 
@@ -157,6 +159,23 @@ def test_rd_study(report):
     assert st["targets"] and all(t["quality"] is None or 1 <= t["quality"] <= 8 for t in st["targets"])
     assert any(t["tng_bpp"] for t in st["targets"])
     assert (out / "plots" / "rd.png").stat().st_size > 1000
+
+
+def test_rd_sweep_in_process_gives_ray_s_points(archive):
+    """A small RD study runs in the command's process (pipeline/sweep.py); its points are those the Ray
+    actors measure (Ray is up in this module, so sweep_sources runs there)."""
+    from tng.pipeline.sweep import _sweep_here, sweep_sources
+
+    src, _ = archive
+    items = [{"key": k, "uri": str(src / k)} for k in ("a.png", "g.png", "missing.png")]
+    kwargs = {"model_id": DEFAULT_MODEL_ID, "baselines": ("JPEG",), "storage_options": {},
+              "max_pixels": DEFAULT_MAX_PIXELS, "effort": 0}
+    untimed = lambda rows: [dict(r, points=[{k: v for k, v in p.items() if not k.endswith("_s")}  # noqa: E731
+                                            for p in r["points"]]) for r in rows]
+    on_ray = untimed(sweep_sources(items, workers=1, address=None, **kwargs))
+    here = untimed(dict(r, points=json.loads(r["points"])) for r in _sweep_here(items, kwargs))
+    assert here == on_ray
+    assert len(here[0]["points"]) > 8 and "FileNotFoundError" in here[2]["error"]
 
 
 def test_rd_sample_is_spread_and_reproducible():

@@ -41,12 +41,15 @@ def test_jobs_survive_s3_faults(s3, tmp_path, engine):
                 "--rows-per-shard", "2", *ENGINES[engine], endpoint=proxy.url)
         assert r.returncode == 0, r.stderr[-3000:]
         assert f"{N_IMAGES} ok" in r.stdout and "0 errors" in r.stdout
+        before = dict(proxy.counts)
         r = tng("audit", f"s3://{bucket}/archive", "--workers", "1", *ENGINES[engine], endpoint=proxy.url)
         assert r.returncode == 0 and f"{N_IMAGES} rows checked, 0 problems" in r.stdout, r.stdout + r.stderr[-2000:]
         r = tng("decompress", f"s3://{bucket}/archive", str(tmp_path / "out"), "--workers", "1", *ENGINES[engine],
                 endpoint=proxy.url)
         assert r.returncode == 0 and f"decompressed {N_IMAGES} of {N_IMAGES}" in r.stdout, r.stderr[-2000:]
     assert all(proxy.counts[k] > 0 for k in ("slowdown", "internal", "reset", "slow")), proxy.counts
+    faults = lambda counts: sum(n for kind, n in counts.items() if kind != "forwarded")  # noqa: E731
+    assert faults(proxy.counts) > faults(before), "no fault met audit and decompress"
     fs.invalidate_cache()
     (manifest,) = fs.glob(f"{bucket}/archive/runs/*.json")
     assert json.loads(fs.cat_file(manifest))["engine"] == engine
