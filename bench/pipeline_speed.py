@@ -134,18 +134,25 @@ class TreeMemory(threading.Thread):
             self.peak_procs = max(self.peak_procs, len(pids))
 
 
-def run_child(args: list[str], log: Path) -> dict:
-    env = dict(os.environ, RAY_DATA_DISABLE_PROGRESS_BARS="1", RAY_USAGE_STATS_ENABLED="0")
-    load = os.getloadavg()[0]
+def watched(argv: list[str], period: float = 0.25, **popen) -> tuple[subprocess.Popen, str, float, TreeMemory]:
+    """Run `argv` to its end with its stdout piped: (the process, its stdout, wall seconds, the peak
+    memory of its process tree)."""
     t = time.perf_counter()
-    with open(log, "a") as err:
-        proc = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, stderr=err, text=True, env=env)
-        mem = TreeMemory(proc.pid)
-        mem.start()
-        out = proc.communicate()[0]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, **popen)
+    mem = TreeMemory(proc.pid, period)
+    mem.start()
+    out = proc.communicate()[0]
     wall = time.perf_counter() - t
     mem.stop.set()
     mem.join()
+    return proc, out, wall, mem
+
+
+def run_child(args: list[str], log: Path) -> dict:
+    env = dict(os.environ, RAY_DATA_DISABLE_PROGRESS_BARS="1", RAY_USAGE_STATS_ENABLED="0")
+    load = os.getloadavg()[0]
+    with open(log, "a") as err:
+        proc, out, wall, mem = watched([sys.executable, __file__, *args], stderr=err, env=env)
     if proc.returncode:
         raise SystemExit(f"child {args} failed ({proc.returncode}); see {log}")
     res = json.loads(out.strip().splitlines()[-1])

@@ -9,7 +9,7 @@ engines, each `tng compress SRC DST` (default settings) into an empty archive in
 Figures per run: wall seconds of the command (interpreter start to exit); seconds from the start to
 the first image (the first row's `encoded_at`, stamped when that image's encode is done); peak
 summed RSS of the process tree (the driver and, on Ray, every Ray process: bench/pipeline_speed.py's
-TreeMemory, sampled every 0.1 s); then the wall seconds of `tng decompress` of that archive and of
+`watched`, sampled every 0.1 s); then the wall seconds of `tng decompress` of that archive and of
 `tng report` of it with its RD study (`--source SRC`), the same way (in-process, or with
 `--in-process-files 0`): the README's first command, and their sum. Prints a table, writes JSON.
 """
@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 TNG = Path(sys.executable).with_name("tng")
 ENGINES = {"in-process": [], "ray": ["--in-process-files", "0"]}
 
-from pipeline_speed import TreeMemory  # noqa: E402  (bench/ is sys.path[0] when run as a script)
+from pipeline_speed import watched  # noqa: E402  (bench/ is sys.path[0] when run as a script)
 
 
 def one_run(src: Path, engine: str, work: Path) -> dict:
@@ -38,15 +38,8 @@ def one_run(src: Path, engine: str, work: Path) -> dict:
 
     dst = work / f"archive-{engine}-{time.monotonic_ns()}"
     start = dt.datetime.now(dt.timezone.utc)
-    t = time.perf_counter()
-    proc = subprocess.Popen([str(TNG), "compress", str(src), str(dst), *ENGINES[engine]],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    mem = TreeMemory(proc.pid, period=0.1)
-    mem.start()
-    out = proc.communicate()[0]
-    wall = time.perf_counter() - t
-    mem.stop.set()
-    mem.join()
+    proc, out, wall, mem = watched([str(TNG), "compress", str(src), str(dst), *ENGINES[engine]], period=0.1,
+                                   stderr=subprocess.STDOUT)
     if proc.returncode:
         raise SystemExit(f"tng compress ({engine}) failed:\n{out[-3000:]}")
     (manifest,) = (dst / "runs").glob("*.json")

@@ -3,7 +3,6 @@ libavif and libjxl): per-image choice at each image's target, the evidence in ev
 and decompress / audit / report of every form."""
 from __future__ import annotations
 
-import io
 import json
 
 import imagecodecs
