@@ -287,7 +287,9 @@ class Tally:
         aggregations = [(c, "sum") for c in GROUP_SUMS] + [(f, a) for f in ("bpp", "psnr") for a in ("sum", "count")]
         names = {f"{c}_sum": c for c in GROUP_SUMS}  # images_sum -> images; bpp_sum, bpp_count stay
         for dim, keys in dimensions.items():
-            per = sums.append_column("_g", keys).group_by("_g").aggregate(aggregations)
+            # One thread: threaded group-bys add a block's floats in a varying order, and the report's
+            # means then differ in their last bits from run to run (200 runs of 50 k values: 35 sums).
+            per = sums.append_column("_g", keys).group_by("_g", use_threads=False).aggregate(aggregations)
             for row in per.to_pylist():
                 if row["_g"] is not None:
                     self.groups[dim].setdefault(row.pop("_g"), Counter()).update(

@@ -265,8 +265,11 @@ def test_report_of_an_archive_on_s3(archive, report, tmp_path, capsys):
                  "--workers", "1", "--baselines", "jpeg", "--worst", "1", "--effort", "2"]) == 0
     s = json.loads((out / "summary.json").read_text())
     assert s["rd_study"]["effort"] == 2 and "effort 2" in (out / "report.md").read_text()
-    for k in ("keys", "ok", "errors", "bytes_in", "bytes_out", "mean_psnr"):
+    for k in ("keys", "ok", "errors", "bytes_in", "bytes_out"):
         assert s["headline"][k] == report[1]["headline"][k], k
+    # A mean of floats: its last bits still vary from run to run of the same archive (see the closing
+    # note of 2026-12-06), so it is compared to 12 digits.
+    assert s["headline"]["mean_psnr"] == pytest.approx(report[1]["headline"]["mean_psnr"], rel=1e-12)
     assert len(s["rd_study"]["images"]) == 1 and s["rd_study"]["bd"][0]["anchor"] == "JPEG"
     assert s["worst"][0]["original"].startswith("s3://reports/src/")
     assert set(s["worst"][0]["pictures"]) == {"original", "decoded", "original-crop", "decoded-crop"}
